@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""Run a VISSL engine (train, extract_features, vcf_cluster) with the plugin's hooks.
+
+Same arguments as VISSL's tools/run_distributed_engines.py:
+
+    python tools/run_distributed_engines.py \
+        config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu \
+        config.CHECKPOINT.DIR=./runs/rotnet config.DISTRIBUTED.NUM_PROC_PER_NODE=2
+
+    # only the cluster label files, for clustering once and training many times
+    python tools/run_distributed_engines.py engine_name=vcf_cluster \
+        config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu \
+        config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=./runs/rotnet/model_final_checkpoint_phase9.torch
+"""
+from vissl_clusterfit.launcher import hydra_main, invoke_main, main  # noqa: F401
+
+if __name__ == "__main__":
+    invoke_main()

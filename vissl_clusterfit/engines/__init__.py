@@ -1,0 +1,1 @@
+from vissl_clusterfit.engines import cluster_engine  # noqa: F401

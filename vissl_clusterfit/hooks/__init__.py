@@ -1,0 +1,24 @@
+"""Hooks and the hook generator that adds them to VISSL's defaults.
+
+VISSL has no hook registry: ``launch_distributed`` takes a ``hook_generator(cfg)``.
+Ours returns VISSL's ``default_hook_generator(cfg)`` plus the plugin's hooks that the
+config enables. The hook generator is a module-level function so that VISSL's
+``torch.multiprocessing.spawn`` can pickle it; unpickling imports this package in each
+worker, which registers every component there too.
+"""
+from typing import List
+
+from classy_vision.hooks import ClassyHook
+from vissl.hooks import default_hook_generator
+
+from vissl_clusterfit.config import add_plugin_defaults
+
+
+def hook_generator(cfg) -> List[ClassyHook]:
+    add_plugin_defaults(cfg)
+    hooks = default_hook_generator(cfg)
+    if cfg.VCF.CLUSTERFIT.ENABLED:
+        from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
+
+        hooks.append(ClusterFitHook(cfg))
+    return hooks

@@ -1,0 +1,305 @@
+"""The extract-and-cluster step of ClusterFit and the hook that runs it in training.
+
+ClusterFit (Yan et al., CVPR 2020, Sec. 3.1): features of N_pre on D_cf are clustered
+with k-means into K groups and a new network N_cf is trained from scratch on the cluster
+ids with cross-entropy. ``ClusterFitHook.on_start`` does the first half inside the N_cf
+training run, before the first iteration: load N_pre, extract (every rank its shard),
+cluster on rank 0, write the label files (atomically), point the training dataset at them,
+free N_pre. On a re-run or resume, label files whose fingerprint matches the current
+config are reused; files made with other settings are refused.
+
+Config params: ``config.VCF.CLUSTERFIT`` (see configs/vissl_clusterfit_defaults/plugin.yaml).
+"""
+import gc
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from classy_vision.hooks.classy_hook import ClassyHook
+
+from vissl_clusterfit import clustering
+from vissl_clusterfit.data.cluster_labels import (
+    file_sha256,
+    fingerprint,
+    label_paths,
+    read_meta,
+    write_label_files,
+)
+from vissl_clusterfit.hooks import feature_extraction as fx
+
+
+def clusterfit_output_dir(cfg: Any) -> str:
+    out = cfg.VCF.CLUSTERFIT.OUTPUT_DIR
+    return out if out else os.path.join(cfg.CHECKPOINT.DIR, "clusterfit")
+
+
+def npre_specs(cfg: Any) -> List[Dict[str, Any]]:
+    """N_pre models whose features are concatenated: the main one + EXTRA_NPRE."""
+    c = cfg.VCF.CLUSTERFIT
+    specs = [
+        {
+            "CHECKPOINT": c.NPRE_CHECKPOINT,
+            "CONFIG": c.NPRE_CONFIG,
+            "OVERRIDES": list(c.NPRE_OVERRIDES),
+            "FEATURE_LAYER": c.FEATURE_LAYER,
+            "POOLING": c.POOLING,
+        }
+    ]
+    for extra in c.EXTRA_NPRE:
+        spec = {"CONFIG": "", "OVERRIDES": [], "FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
+        spec.update(dict(extra))
+        specs.append(spec)
+    return specs
+
+
+def clustering_settings(cfg: Any, dataset_len: int) -> Dict[str, Any]:
+    """Everything that determines the labels, for the meta file and the fingerprint."""
+    c = cfg.VCF.CLUSTERFIT
+    npre = []
+    for spec in npre_specs(cfg):
+        if not os.path.isfile(spec["CHECKPOINT"] or ""):
+            fx.load_checkpoint(spec["CHECKPOINT"])  # raises the user-facing error
+        npre.append(dict(spec, CHECKPOINT_SHA256=file_sha256(spec["CHECKPOINT"])))
+    train = cfg.DATA.TRAIN
+    return {
+        "npre": npre,
+        "num_clusters": int(c.NUM_CLUSTERS),
+        "niter": int(c.NITER),
+        "seed": int(c.SEED),
+        "max_points_per_centroid": int(c.MAX_POINTS_PER_CENTROID),
+        "pca_dim": int(c.PCA_DIM),
+        "whiten": bool(c.WHITEN),
+        "l2_norm": bool(c.L2_NORM),
+        "order": c.ORDER,
+        "pca_sample_size": int(c.PCA_SAMPLE_SIZE),
+        "transforms": list(c.TRANSFORMS),
+        "batch_size": int(c.BATCHSIZE),
+        "dataset": {
+            "sources": list(train.DATA_SOURCES),
+            "names": list(train.DATASET_NAMES),
+            "paths": list(train.DATA_PATHS),
+            "limit": int(train.DATA_LIMIT),
+            "limit_sampling": dict(train.get("DATA_LIMIT_SAMPLING", {}) or {}),
+            "length": int(dataset_len),
+        },
+    }
+
+
+def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, prefix + k + ".")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _ground_truth(dataset: Any) -> Optional[np.ndarray]:
+    data_obj = dataset.data_objs[0]
+    if hasattr(data_obj, "get_labels"):
+        return np.asarray(data_obj.get_labels(), dtype=np.int64)
+    return None
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _broadcast(obj: Any) -> Any:
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _extract(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarray]:
+    specs = npre_specs(cfg)
+    trunks: List[Tuple[torch.nn.Module, str, str]] = []
+    for spec in specs:
+        trunk = fx.build_npre_trunk(spec["CHECKPOINT"], spec["CONFIG"], spec["OVERRIDES"])
+        fx.check_layer(trunk, spec["FEATURE_LAYER"])
+        fx.pool_features(torch.zeros(1, 1, 1, 1), spec["POOLING"])  # validates the name
+        trunks.append((trunk, spec["FEATURE_LAYER"], spec["POOLING"]))
+    feats = fx.extract_features(
+        trunks,
+        dataset,
+        batch_size=int(cfg.VCF.CLUSTERFIT.BATCHSIZE),
+        device=device,
+        num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
+    )
+    del trunks  # free N_pre before N_cf trains
+    gc.collect()
+    return feats
+
+
+def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
+    """Produce (or reuse) the cluster label files of DATA.TRAIN for the current config.
+
+    Runs on every rank (extraction is sharded); rank 0 clusters and writes. Returns the
+    meta dict (identical on every rank). Raises ValueError when label files made with
+    other settings already exist at the output location.
+    """
+    c = cfg.VCF.CLUSTERFIT
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    out_dir, name = clusterfit_output_dir(cfg), c.NAME
+    dataset = fx.extraction_dataset(cfg, "TRAIN")
+    n = len(dataset)
+    k = int(c.NUM_CLUSTERS)
+    if k > n:
+        raise ValueError(
+            f"config.VCF.CLUSTERFIT.NUM_CLUSTERS={k} is larger than the number of samples "
+            f"of DATA.TRAIN ({n}): lower K or raise DATA.TRAIN.DATA_LIMIT"
+        )
+    settings = clustering_settings(cfg, n)
+    fp = fingerprint(settings)
+    meta = read_meta(out_dir, name)
+    if meta is not None:
+        if meta.get("fingerprint") == fp:
+            logging.info(f"[vcf] reusing cluster labels {label_paths(out_dir, name)['labels']}")
+            return meta
+        changes = _diff(meta.get("settings", {}), settings)
+        raise ValueError(
+            f"cluster label files {os.path.join(out_dir, name)}_* were made with other "
+            f"settings ({'; '.join(changes) or 'unknown'}). Delete them to re-cluster, or "
+            "set config.VCF.CLUSTERFIT.OUTPUT_DIR / NAME to keep both"
+        )
+
+    t0 = time.time()
+    feats = _extract(cfg, dataset, device)
+    t_extract = time.time() - t0
+    result_meta = None
+    if rank == 0:
+        result_meta = _cluster_and_write(cfg, feats, dataset, settings, fp, t_extract, device)
+    _barrier()
+    return _broadcast(result_meta)
+
+
+def _cluster_and_write(
+    cfg: Any,
+    feats: np.ndarray,
+    dataset: Any,
+    settings: Dict[str, Any],
+    fp: str,
+    t_extract: float,
+    device: torch.device,
+) -> Dict[str, Any]:
+    c = cfg.VCF.CLUSTERFIT
+    k = int(c.NUM_CLUSTERS)
+    t0 = time.time()
+    logging.info(f"[vcf] clustering {feats.shape} features into K={k} (k-means, {c.NITER} iterations)")
+    x, pca = clustering.preprocess_features(
+        feats,
+        pca_dim=int(c.PCA_DIM),
+        whiten=bool(c.WHITEN),
+        l2_norm=bool(c.L2_NORM),
+        order=c.ORDER,
+        pca_sample_size=int(c.PCA_SAMPLE_SIZE),
+        seed=int(c.SEED),
+    )
+    res = clustering.run_kmeans(
+        x,
+        k,
+        niter=int(c.NITER),
+        seed=int(c.SEED),
+        max_points_per_centroid=int(c.MAX_POINTS_PER_CENTROID),
+        verbose=False,
+    )
+    t_cluster = time.time() - t0
+    truth = _ground_truth(dataset)
+    metrics = clustering.cluster_metrics(res.labels, k, truth=truth)
+    metrics["n_empty_reseeded"] = int(res.n_empty_reseeded)
+    metrics["objective"] = float(res.objective)
+    logging.info(f"[vcf] clustered in {t_cluster:.1f}s: {metrics}")
+    meta = {
+        "num_clusters": k,
+        "num_samples": int(len(res.labels)),
+        "feature_dim": int(feats.shape[1]),
+        "clustered_dim": int(x.shape[1]),
+        "fingerprint": fp,
+        "settings": settings,
+        "metrics": metrics,
+        "time_s": {"extract": round(t_extract, 3), "cluster": round(t_cluster, 3)},
+    }
+    out_dir, name = clusterfit_output_dir(cfg), c.NAME
+    write_label_files(
+        out_dir, name, res.labels, res.centroids, res.distances, meta,
+        pca_state=pca.state_dict() if pca is not None else None,
+    )
+    if c.ASSIGN_TEST and "TEST" in cfg.DATA and cfg.DATA.TEST.DATA_SOURCES:
+        _assign_test(cfg, pca, res.centroids, out_dir, name, device)
+    logging.info(f"[vcf] wrote cluster label files {os.path.join(out_dir, name)}_*")
+    return read_meta(out_dir, name)
+
+
+def _assign_test(
+    cfg: Any, pca: Any, centroids: np.ndarray, out_dir: str, name: str, device: torch.device
+) -> None:
+    """Assign DATA.TEST to the train centroids (same N_pre, layer, PCA); rank 0 only."""
+    from vissl_clusterfit.data.cluster_labels import save_npy
+
+    c = cfg.VCF.CLUSTERFIT
+    test = fx.extraction_dataset(cfg, "TEST")
+    specs = npre_specs(cfg)
+    trunks = [
+        (fx.build_npre_trunk(s["CHECKPOINT"], s["CONFIG"], s["OVERRIDES"]), s["FEATURE_LAYER"], s["POOLING"])
+        for s in specs
+    ]
+    feats = fx.extract_features(trunks, test, int(c.BATCHSIZE), device, shard=False)
+    x = clustering.apply_preprocessing(feats, pca, bool(c.L2_NORM), c.ORDER)
+    labels, dists = clustering.assign_to_centroids(x, centroids)
+    paths = label_paths(out_dir, name + "_test")
+    save_npy(paths["labels"], labels)
+    save_npy(paths["distances"], dists)
+
+
+class ClusterFitHook(ClassyHook):
+    """Runs ``cluster_dataset`` at the start of an N_cf training run (also on resume,
+    where matching label files are reused) and hands the labels to the train dataset."""
+
+    on_phase_start = ClassyHook._noop
+    on_forward = ClassyHook._noop
+    on_loss_and_meter = ClassyHook._noop
+    on_backward = ClassyHook._noop
+    on_update = ClassyHook._noop
+    on_step = ClassyHook._noop
+    on_phase_end = ClassyHook._noop
+    on_end = ClassyHook._noop
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def on_start(self, task: Any) -> None:
+        from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
+
+        meta = cluster_dataset(self.cfg, device=task.device)
+        self._check_head(task, int(meta["num_clusters"]))
+        dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
+        if dataset is not None and CLUSTER_LABEL_SOURCE in dataset.label_sources:
+            reload_labels(dataset)
+        elif dataset is not None:
+            logging.warning(
+                "[vcf] DATA.TRAIN.LABEL_SOURCES does not contain vcf_cluster_labels: "
+                "the cluster labels were written but training does not use them"
+            )
+
+    @staticmethod
+    def _check_head(task: Any, k: int) -> None:
+        heads = getattr(task.base_model, "heads", None)
+        if not heads:
+            return
+        last = [m for m in heads[-1].modules() if isinstance(m, torch.nn.Linear)]
+        if last and last[-1].out_features != k:
+            raise ValueError(
+                f"the N_cf head outputs {last[-1].out_features} classes but "
+                f"config.VCF.CLUSTERFIT.NUM_CLUSTERS={k}: set the head's last dim to K"
+            )

@@ -1,0 +1,56 @@
+"""Entry point logic of tools/run_distributed_engines.py: VISSL's own launcher
+(``launch_distributed``: 1..N processes, N nodes; SLURM through VISSL's
+``launch_distributed_on_slurm``) with the plugin's hook generator.
+
+Kept in the package (not in tools/) so that spawned workers can import it.
+"""
+import sys
+from typing import Any, List, Tuple
+
+from vissl_clusterfit import compat
+from vissl_clusterfit.config import add_plugin_defaults
+
+
+def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any, Any]:
+    """``config=...`` overrides -> (args, config) AttrDicts, as VISSL's tool does, with
+    the plugin's defaults filled in."""
+    from omegaconf import OmegaConf
+    from vissl.utils.hydra_config import convert_to_attrdict
+
+    cfg = compat.compose_hydra_configuration(overrides)
+    # our configs tie values together with ${config...} interpolations (e.g. the N_cf
+    # head's output dim follows VCF.CLUSTERFIT.NUM_CLUSTERS); VISSL does not resolve them
+    OmegaConf.resolve(cfg)
+    args, config = convert_to_attrdict(cfg, dump_config=dump_config)
+    add_plugin_defaults(config)
+    return args, config
+
+
+def main(args: Any, cfg: Any) -> None:
+    import vissl_clusterfit  # noqa: F401  registers the plugin's components
+    from vissl.utils.distributed_launcher import (
+        launch_distributed,
+        launch_distributed_on_slurm,
+    )
+
+    from vissl_clusterfit.hooks import hook_generator
+
+    if cfg.SLURM.USE_SLURM:
+        assert args.engine_name == "train", "SLURM launch supports the train engine"
+        launch_distributed_on_slurm(engine_name=args.engine_name, cfg=cfg)
+    else:
+        launch_distributed(
+            cfg,
+            node_id=args.node_id,
+            engine_name=args.engine_name,
+            hook_generator=hook_generator,
+        )
+
+
+def hydra_main(overrides: List[str]) -> None:
+    args, config = compose_config(overrides)
+    main(args, config)
+
+
+def invoke_main() -> None:
+    hydra_main(sys.argv[1:])

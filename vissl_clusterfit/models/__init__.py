@@ -1,0 +1,1 @@
+from vissl_clusterfit.models import heads, trunks  # noqa: F401

@@ -1,0 +1,1 @@
+from vissl_clusterfit.models.trunks import vcf_resnet  # noqa: F401
