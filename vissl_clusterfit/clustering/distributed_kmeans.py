@@ -398,7 +398,11 @@ def distributed_kmeans(
     )
     bad_ranks = [r for r in range(comm.world_size) if int(info[r, 2])]
     if bad_ranks:
-        raise ValueError(error or f"invalid features on rank(s) {bad_ranks}; see the error raised there")
+        raise ValueError(
+            error
+            or f"invalid features (NaN/inf, wrong shape or dtype) on rank(s) {bad_ranks}; "
+            "see the ValueError raised there"
+        )
     assert x is not None
     dims = sorted({int(v) for v in info[:, 1].tolist()})
     if len(dims) > 1:
