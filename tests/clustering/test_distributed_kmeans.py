@@ -43,7 +43,7 @@ def _scenarios() -> Dict[str, Tuple[np.ndarray, int, dict]]:
     x = _random_data()
     blobs, _ = _blobs()
     return {
-        "given_init": (x, 500, dict(k=K, niter=15, init_centroids=x[100 : 100 + K].copy())),
+        "given_init": (x, 500, dict(k=K, niter=15, init_centroids=x[100:100 + K].copy())),
         "seeded_init": (x, 500, dict(k=K, niter=15, seed=3)),
         "uneven_shards": (x, 137, dict(k=K, niter=15, seed=4)),
         "empty_in_loop": (x, 500, dict(k=K, niter=5, init_centroids=_forced_empty_init(x))),
@@ -179,7 +179,7 @@ def _numpy_lloyd(x: np.ndarray, init: np.ndarray, niter: int) -> Tuple[np.ndarra
 
 def test_single_process_matches_numpy_lloyd():
     x = _random_data()
-    init = x[100 : 100 + K]
+    init = x[100:100 + K]
     result = distributed_kmeans(x, K, niter=8, init_centroids=init)
     labels, centroids = _numpy_lloyd(x, init, result.iterations)
     np.testing.assert_array_equal(result.labels, labels)
@@ -217,7 +217,8 @@ def test_single_process_validation():
     bad[4, 2] = np.inf
     with pytest.raises(ValueError, match="first bad local row index: 4"):
         distributed_kmeans(bad, 2)
-    with pytest.raises(ValueError, match=r"init_centroids has shape \(2, 8\), expected \(K=3, D=8\)"):
+    expected = r"init_centroids has shape \(2, 8\), expected \(K=3, D=8\)"
+    with pytest.raises(ValueError, match=expected):
         distributed_kmeans(x, 3, init_centroids=x[:2])
     with pytest.raises(ValueError, match="2-D"):
         distributed_kmeans(x[0], 1)

@@ -150,7 +150,9 @@ def test_assign_to_centroids_matches_brute_force():
 
 
 def test_assign_to_centroids_dimension_mismatch_raises():
-    with pytest.raises(ValueError, match="centroids have dimension 3 but features have dimension 4"):
-        assign_to_centroids(np.zeros((5, 4), np.float32), np.zeros((2, 3), np.float32))
+    x = np.zeros((5, 4), np.float32)
+    expected = "centroids have dimension 3 but features have dimension 4"
+    with pytest.raises(ValueError, match=expected):
+        assign_to_centroids(x, np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="batch_size"):
-        assign_to_centroids(np.zeros((5, 4), np.float32), np.zeros((2, 4), np.float32), batch_size=0)
+        assign_to_centroids(x, np.zeros((2, 4), np.float32), batch_size=0)

@@ -69,7 +69,9 @@ def test_cluster_metrics_keys_and_values():
     assert m["nmi_previous"] == pytest.approx(1.0)
     assert all(isinstance(v, float) for v in m.values())
     basic = cluster_metrics(labels, 4)
-    assert set(basic) == {"num_clusters", "num_empty", "size_min", "size_max", "size_mean", "size_std"}
+    assert set(basic) == {
+        "num_clusters", "num_empty", "size_min", "size_max", "size_mean", "size_std"
+    }
 
 
 def test_cluster_metrics_length_mismatch_raises():

@@ -32,7 +32,8 @@ def test_knn_graph_excludes_self_with_duplicates():
     x = np.array([[0.0, 0.0]] * 4 + [[1.0, 0.0]] * 3, dtype=np.float32)
     indices, _ = make_knn_graph(x, 3)
     assert not (indices == np.arange(7)[:, None]).any(), indices
-    with pytest.raises(ValueError, match="n_neighbors=7 must be smaller than the number of samples N=7"):
+    expected = "n_neighbors=7 must be smaller than the number of samples N=7"
+    with pytest.raises(ValueError, match=expected):
         make_knn_graph(x, 7)
 
 

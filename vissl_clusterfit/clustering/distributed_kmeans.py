@@ -31,13 +31,15 @@ logger = logging.getLogger(__name__)
 # Elements per temporary block in the chunked passes (~128 MB in float64).
 _BLOCK_ELEMENTS = 1 << 24
 # Candidates re-ranked in float64 after the float32 GEMM: see _assign.
-_N_CANDIDATES = 4
+_N_CANDIDATES = 2
 
 
 class _Comm:
     """The few collectives this module needs, or no-ops in a single process."""
 
-    def __init__(self, process_group: Optional[object] = None, single_process: bool = False) -> None:
+    def __init__(
+        self, process_group: Optional[object] = None, single_process: bool = False
+    ) -> None:
         initialised = dist.is_available() and dist.is_initialized()
         if single_process:
             initialised = False
@@ -94,8 +96,10 @@ def _assign(
     The K-way search is a float32 GEMM (fast on CPU and GPU), but its rounding
     depends on the block composition, i.e. on the sharding; so the best
     ``_N_CANDIDATES`` are re-ranked with exact float64 distances computed row
-    by row. Labels then only differ between shardings at near-exact ties, and
-    ties go to the lower centroid index.
+    by row. Labels could then only differ between shardings if three
+    centroids were within float32 rounding of each other for one row; exact
+    ties go to the lower centroid index. The re-ranking costs O(n * D) per
+    candidate against O(n * K * D) for the GEMM.
 
     Returns:
         (labels int64 (n,), squared distances float64 (n,)).
@@ -109,15 +113,15 @@ def _assign(
     m = min(_N_CANDIDATES, k)
     rows = _rows_per_block(max(k, m * x.shape[1]), batch_size)
     for start in range(0, n, rows):
-        block = x[start : start + rows]
+        block = x[start:start + rows]
         scores = c32_sqnorm.unsqueeze(0) - 2.0 * (block.to(torch.float32) @ c32.T)
         cand = torch.topk(scores, m, dim=1, largest=False).indices
         cand, _ = torch.sort(cand, dim=1)
         diff = block.to(torch.float64).unsqueeze(1) - centroids[cand]
         exact = (diff * diff).sum(dim=2)
         best = torch.argmin(exact, dim=1, keepdim=True)
-        labels[start : start + rows] = cand.gather(1, best).squeeze(1)
-        distances[start : start + rows] = exact.gather(1, best).squeeze(1)
+        labels[start:start + rows] = cand.gather(1, best).squeeze(1)
+        distances[start:start + rows] = exact.gather(1, best).squeeze(1)
     return labels, distances
 
 
@@ -129,7 +133,7 @@ def _local_stats(
     sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
     rows = _rows_per_block(x.shape[1])
     for start in range(0, x.shape[0], rows):
-        sums.index_add_(0, labels[start : start + rows], x[start : start + rows].to(torch.float64))
+        sums.index_add_(0, labels[start:start + rows], x[start:start + rows].to(torch.float64))
     return counts, sums
 
 
@@ -138,17 +142,20 @@ def _sqdist_rows(x: torch.Tensor, rows: torch.Tensor, point: torch.Tensor) -> to
     out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
     step = _rows_per_block(x.shape[1])
     for start in range(0, rows.numel(), step):
-        diff = x[rows[start : start + step]].to(torch.float64) - point
-        out[start : start + step] = (diff * diff).sum(dim=1)
+        diff = x[rows[start:start + step]].to(torch.float64) - point
+        out[start:start + step] = (diff * diff).sum(dim=1)
     return out
 
 
-def _project_rows(x: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+def _project_rows(
+    x: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, direction: torch.Tensor
+) -> torch.Tensor:
     """float64 ``(x[rows] - origin) . direction``, in blocks."""
     out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
     step = _rows_per_block(x.shape[1])
     for start in range(0, rows.numel(), step):
-        out[start : start + step] = (x[rows[start : start + step]].to(torch.float64) - origin) @ direction
+        block = x[rows[start:start + step]].to(torch.float64)
+        out[start:start + step] = (block - origin) @ direction
     return out
 
 
@@ -164,18 +171,21 @@ def _split_cluster(
     target: int,
     distances: Optional[torch.Tensor],
 ) -> None:
-    """Move about half of cluster ``source`` into the empty cluster ``target``.
+    """Split cluster ``source`` in two, giving one part to the empty ``target``.
 
-    Thesis Sec. 3.2 gives an empty cluster half of the images of a non-empty
-    one. Concretely: let m be the mean of ``source`` and f its member farthest
-    from m (global row id breaks ties). The centroid is copied to ``target``
+    Thesis Sec. 3.2 gives an empty cluster half of the images of a randomly
+    picked non-empty one; the caller picks the largest instead, which needs
+    no RNG shared across ranks and splits where a split helps most.
+
+    Let m be the mean of ``source`` and f its member farthest from m (the
+    lowest global row id breaks ties). The centroid is copied to ``target``
     with the symmetric perturbation m +/- eps (f - m); for any eps > 0 the
     members closer to m + eps (f - m) are exactly those with
     (x - m).(f - m) > 0, which is what is computed, so eps never needs to be
-    chosen. Both halves are non-empty: f has a positive projection and the
+    chosen. Both parts are non-empty: f has a positive projection and the
     projections of the members sum to zero around their mean. If rounding or
     identical members defeat this, the second half in global row order moves.
-    Both centroids are then set to the means of their halves.
+    Both centroids are then set to the means of their parts.
 
     All decisions use all-reduced quantities, so every rank takes the same
     one; costs 3-5 collectives of at most D + 1 numbers. Updates the tensors
@@ -185,6 +195,7 @@ def _split_cluster(
     assert n_source >= 2, "splitting needs a cluster with at least two members"
     mean = sums[source] / n_source
     members = torch.nonzero(labels == source).squeeze(1)
+    local_best = -1
 
     # Farthest member: gather (distance, -global id) from each rank, take the max.
     if members.numel() > 0:
@@ -209,7 +220,8 @@ def _split_cluster(
         far = comm.all_reduce_sum(far)
         proj = _project_rows(x, members, mean, far - mean)
         move = members[proj > 0]
-        n_moved = float(comm.all_reduce_sum(torch.tensor([float(move.numel())], dtype=torch.float64))[0])
+        n_moved_t = torch.tensor([float(move.numel())], dtype=torch.float64)
+        n_moved = float(comm.all_reduce_sum(n_moved_t)[0])
     if n_moved < 1 or n_moved > n_source - 1:
         # Identical members (or rounding at the hyperplane): split by global order.
         per_rank = comm.all_gather(torch.tensor([members.numel()], dtype=torch.int64)).squeeze(1)
@@ -221,8 +233,9 @@ def _split_cluster(
     labels[move] = target
     moved = torch.zeros(x.shape[1] + 1, dtype=torch.float64, device=x.device)
     moved[0] = float(move.numel())
-    if move.numel() > 0:
-        moved[1:] = x[move].to(torch.float64).sum(dim=0)
+    step = _rows_per_block(x.shape[1])
+    for start in range(0, move.numel(), step):
+        moved[1:] += x[move[start:start + step]].to(torch.float64).sum(dim=0)
     moved = comm.all_reduce_sum(moved)
     counts[target] = moved[0]
     sums[target] = moved[1:]
@@ -272,7 +285,9 @@ def _reseed_empty_clusters(
         n_reseeded += 1
 
 
-def _to_tensor(x_local: Union[np.ndarray, torch.Tensor]) -> Tuple[Optional[torch.Tensor], Optional[str]]:
+def _to_tensor(
+    x_local: Union[np.ndarray, torch.Tensor]
+) -> Tuple[Optional[torch.Tensor], Optional[str]]:
     """Wrap the local shard without copying; return (tensor, error message)."""
     if isinstance(x_local, np.ndarray):
         if not np.issubdtype(x_local.dtype, np.floating):
@@ -284,7 +299,9 @@ def _to_tensor(x_local: Union[np.ndarray, torch.Tensor]) -> Tuple[Optional[torch
     elif isinstance(x_local, torch.Tensor):
         x = x_local.detach()
     else:
-        return None, f"x_local must be a numpy array or a torch tensor, got {type(x_local).__name__}"
+        return None, (
+            f"x_local must be a numpy array or a torch tensor, got {type(x_local).__name__}"
+        )
     if not x.is_floating_point():
         return None, f"x_local must be floating point, got dtype {x.dtype}; convert it to float32"
     if x.dim() != 2:
@@ -297,7 +314,7 @@ def _to_tensor(x_local: Union[np.ndarray, torch.Tensor]) -> Tuple[Optional[torch
     bad_rows = 0
     first_bad = -1
     for start in range(0, x.shape[0], rows):
-        bad = ~torch.isfinite(x[start : start + rows]).all(dim=1)
+        bad = ~torch.isfinite(x[start:start + rows]).all(dim=1)
         if bool(bad.any()):
             if first_bad < 0:
                 first_bad = start + int(torch.nonzero(bad)[0])
@@ -431,16 +448,17 @@ def distributed_kmeans(
         new_labels, distances = _assign(x, centroids, batch_size)
         counts, sums = _local_stats(x, new_labels, k)
         changed = 0.0 if labels is None else float((new_labels != labels).sum())
-        stats = comm.all_reduce_sum(
-            torch.cat([counts, sums.flatten(), torch.tensor([changed], dtype=torch.float64, device=x.device)])
-        )
+        changed_t = torch.tensor([changed], dtype=torch.float64, device=x.device)
+        stats = comm.all_reduce_sum(torch.cat([counts, sums.flatten(), changed_t]))
         counts = stats[:k].clone()
-        sums = stats[k : k + k * x.shape[1]].view(k, x.shape[1]).clone()
+        sums = stats[k:k + k * x.shape[1]].view(k, x.shape[1]).clone()
         converged = labels is not None and float(stats[-1]) == 0.0
         labels = new_labels
         if iterations == niter or converged:
             break
-        in_loop_reseeds += _reseed_empty_clusters(x, labels, centroids, counts, sums, comm, row_offset)
+        in_loop_reseeds += _reseed_empty_clusters(
+            x, labels, centroids, counts, sums, comm, row_offset
+        )
         nonempty = counts > 0
         centroids[nonempty] = sums[nonempty] / counts[nonempty].unsqueeze(1)
         iterations += 1
@@ -450,7 +468,9 @@ def distributed_kmeans(
     )
     objective = comm.all_reduce_sum(distances.sum().reshape(1))
     if in_loop_reseeds:
-        logger.debug("distributed_kmeans re-seeded %d empty clusters during the iterations", in_loop_reseeds)
+        logger.debug(
+            "distributed_kmeans re-seeded %d empty clusters during the iterations", in_loop_reseeds
+        )
     return KMeansResult(
         centroids=centroids.to(torch.float32).cpu().numpy(),
         labels=labels.cpu().numpy().astype(np.int64, copy=False),

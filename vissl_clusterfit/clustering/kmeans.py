@@ -111,9 +111,9 @@ def assign_to_centroids(
     labels = np.empty(x.shape[0], dtype=np.int64)
     distances = np.empty(x.shape[0], dtype=np.float32)
     for start in range(0, x.shape[0], batch_size):
-        dist, idx = index.search(x[start : start + batch_size], 1)
-        labels[start : start + batch_size] = idx[:, 0]
-        distances[start : start + batch_size] = dist[:, 0]
+        dist, idx = index.search(x[start:start + batch_size], 1)
+        labels[start:start + batch_size] = idx[:, 0]
+        distances[start:start + batch_size] = dist[:, 0]
     # ||x||^2 - 2<x,c> + ||c||^2 can round slightly below zero for x == c.
     np.maximum(distances, 0.0, out=distances)
     return labels, distances
@@ -190,6 +190,9 @@ def run_kmeans(
     ``seed``; afterwards every row is assigned to its nearest centroid in
     chunks, and empty clusters are re-seeded by splitting the largest cluster
     (DeepCluster thesis Sec. 3.2), so no pseudo-class is left without images.
+    Only the members of a split cluster are re-assigned: a point of another
+    cluster keeps its label even if one of the two new centroids is now
+    nearer, since a full re-assignment could empty clusters again.
 
     Args:
         x: (N, D) floating point features (pre-processed, see ``preprocess``).

@@ -3,9 +3,10 @@
 ClusterFit (Yan et al., CVPR 2020, arXiv 1912.03330, Sec. 3.1) trains N_cf on
 k-means pseudo-labels, so the label distribution matters: the DeepCluster
 thesis (Caron 2018, Sec. 3.2) forbids empty clusters and samples uniformly
-over clusters because of imbalance, and tracks NMI against the ImageNet
-classes and against the previous clustering to monitor stability. These
-helpers report those quantities.
+over clusters because of imbalance. DeeperCluster (Caron et al., ICCV 2019,
+Sec. 5.3, Fig. 4) tracks the NMI between its clusterings and known labels
+across training. These helpers report sizes, agreement with ground truth and
+stability with respect to a previous clustering.
 """
 
 from typing import Dict, Optional
@@ -102,7 +103,7 @@ def cluster_metrics(
     Keys: ``num_clusters`` (= k), ``num_empty``, ``size_min``, ``size_max``,
     ``size_mean``, ``size_std`` (over all k clusters, empty ones included);
     with ``truth``: ``nmi``, ``ami``, ``purity``; with ``previous`` (an
-    earlier clustering of the same samples, thesis Sec. 3.2):
+    earlier clustering of the same samples, e.g. before re-clustering):
     ``nmi_previous``.
     """
     labels = _as_labels(labels, "labels")

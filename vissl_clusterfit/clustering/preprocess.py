@@ -3,7 +3,7 @@
 ClusterFit (Yan et al., CVPR 2020, arXiv 1912.03330, Sec. 3.1) clusters the
 penultimate-layer features of N_pre with k-means. The paper does not spell out
 the pre-processing; it inherits it from DeepCluster: the thesis (Caron 2018,
-Sec. 4.2 "Features pre-processing") applies PCA-whitening down to 256
+Sec. 4.2 "The descriptors") applies PCA-whitening down to 256
 dimensions followed by an L2 normalisation, and DeeperCluster (Caron et al.,
 ICCV 2019, Sec. 4.3) whitens and L2-normalises every activation before
 clustering. VISSL's ``cluster_features_and_label.py`` instead L2-normalises,
@@ -67,7 +67,7 @@ def check_finite(x: np.ndarray, name: str = "features") -> None:
     n_bad = 0
     first_bad = -1
     for start in range(0, x.shape[0], _CHUNK_ROWS):
-        chunk = x[start : start + _CHUNK_ROWS]
+        chunk = x[start:start + _CHUNK_ROWS]
         bad_rows = ~np.isfinite(chunk).all(axis=1)
         count = int(bad_rows.sum())
         if count and first_bad < 0:
@@ -103,9 +103,9 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     out = np.empty(x.shape, dtype=np.float32)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
         # Norms in float64: float32 sums of squares lose ~3 digits for 4096-d rows.
-        chunk = x[start : start + _CHUNK_ROWS].astype(np.float64)
+        chunk = x[start:start + _CHUNK_ROWS].astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
-        out[start : start + _CHUNK_ROWS] = chunk / np.maximum(norms, eps)[:, None]
+        out[start:start + _CHUNK_ROWS] = chunk / np.maximum(norms, eps)[:, None]
     return out
 
 
@@ -182,11 +182,11 @@ class PCAWhitening:
 
         mean = np.zeros(d, dtype=np.float64)
         for start in range(0, n, _CHUNK_ROWS):
-            mean += x[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+            mean += x[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
         mean /= n
         cov = np.zeros((d, d), dtype=np.float64)
         for start in range(0, n, _CHUNK_ROWS):
-            centered = x[start : start + _CHUNK_ROWS].astype(np.float64) - mean
+            centered = x[start:start + _CHUNK_ROWS].astype(np.float64) - mean
             cov += centered.T @ centered
         # Population covariance (1/n): whitened fitted data then has exactly
         # identity covariance in the same normalisation.
@@ -227,8 +227,8 @@ class PCAWhitening:
             )
         out = np.empty((x.shape[0], self.dim), dtype=np.float32)
         for start in range(0, x.shape[0], _CHUNK_ROWS):
-            chunk = x[start : start + _CHUNK_ROWS].astype(np.float64) - self.mean
-            out[start : start + _CHUNK_ROWS] = chunk @ self.projection
+            chunk = x[start:start + _CHUNK_ROWS].astype(np.float64) - self.mean
+            out[start:start + _CHUNK_ROWS] = chunk @ self.projection
         return out
 
     def state_dict(self) -> Dict[str, Any]:

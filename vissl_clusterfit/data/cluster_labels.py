@@ -114,7 +114,8 @@ def load_cluster_labels(
         raise FileNotFoundError(
             f"cluster label file {path} does not exist: produce it with the "
             "extract-and-cluster hook (config.VCF.CLUSTERFIT.ENABLED=true) or "
-            "tools/cluster_features.py, or fix DATA.TRAIN.LABEL_PATHS"
+            "tools/run_distributed_engines.py engine_name=vcf_cluster, or fix "
+            "DATA.TRAIN.LABEL_PATHS"
         )
     try:
         labels = np.load(path, allow_pickle=False)

@@ -94,9 +94,11 @@ class VcfResNet(nn.Module):
     def forward(
         self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
     ) -> List[torch.Tensor]:
+        # VISSL's helper maps names before checking for None: without keys the last
+        # block (flatten) is returned and no mapping is needed
         return get_trunk_forward_outputs(
             feat=x,
-            out_feat_keys=out_feat_keys,
+            out_feat_keys=out_feat_keys or None,
             feature_blocks=self._feature_blocks,
-            feature_mapping=self.feat_eval_mapping,
+            feature_mapping=self.feat_eval_mapping if out_feat_keys else None,
         )

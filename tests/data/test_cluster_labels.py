@@ -1,0 +1,63 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vissl_clusterfit.data import cluster_labels as cl
+
+
+def _write(tmp_path, labels, k=3, name="cf"):
+    return cl.write_label_files(
+        str(tmp_path), name, labels, np.zeros((k, 2)), np.zeros(len(labels)), {"num_clusters": k}
+    )
+
+
+def test_write_then_load_round_trip(tmp_path):
+    paths = _write(tmp_path, np.array([0, 2, 1, 2]))
+    labels = cl.load_cluster_labels(paths["labels"], expected_len=4)
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 2, 1, 2]
+    meta = cl.read_meta(str(tmp_path), "cf")
+    assert meta["num_clusters"] == 3 and meta["labels_sha256"] == cl.file_sha256(paths["labels"])
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    # VISSL's own disk_filelist label loading reads the same file
+    assert np.load(paths["labels"]).tolist() == [0, 2, 1, 2]
+
+
+def test_length_and_range_errors(tmp_path):
+    paths = _write(tmp_path, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="has 3 labels but .* has 5 samples"):
+        cl.load_cluster_labels(paths["labels"], expected_len=5)
+    np.save(paths["labels"], np.array([0, 1, 7]))
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        cl.load_cluster_labels(paths["labels"], expected_len=3)
+    np.save(paths["labels"], np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="1-D integer"):
+        cl.load_cluster_labels(paths["labels"])
+    with pytest.raises(FileNotFoundError, match="ENABLED=true"):
+        cl.load_cluster_labels(str(tmp_path / "missing_labels.npy"))
+
+
+def test_interrupted_write_leaves_no_complete_set(tmp_path, monkeypatch):
+    _write(tmp_path, np.array([0, 1, 2]))
+    calls = {"n": 0}
+    real_save = np.save
+
+    def failing_save(f, arr, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die after the labels, while writing the centroids
+            raise KeyboardInterrupt("killed")
+        return real_save(f, arr, *a, **k)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path, np.array([2, 1, 0]))
+    monkeypatch.undo()
+    assert cl.read_meta(str(tmp_path), "cf") is None  # no meta: the set is incomplete
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    a = cl.fingerprint({"k": 10, "layer": "res5", "x": [1, 2]})
+    assert a == cl.fingerprint({"layer": "res5", "x": [1, 2], "k": 10})
+    assert a != cl.fingerprint({"k": 11, "layer": "res5", "x": [1, 2]})

@@ -1,0 +1,187 @@
+"""The extract-and-cluster step in-process: labels, reuse, refusal, every bad input."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import vissl_clusterfit  # noqa: F401
+from tests.conftest import data_overrides
+from vissl_clusterfit.data.cluster_labels import label_paths, read_meta
+from vissl_clusterfit.hooks import clusterfit_hook as ch
+from vissl_clusterfit.hooks import feature_extraction as fx
+from vissl_clusterfit.launcher import compose_config
+
+
+def save_untrained_npre(folder: str, seed: int = 0) -> str:
+    """An N_pre checkpoint in VISSL's layout + its train_config.yaml (no training)."""
+    from vissl.models.trunks import get_model_trunk
+
+    _, cfg = compose_config(
+        ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={folder}"]
+    )
+    torch.manual_seed(seed)
+    trunk = get_model_trunk("vcf_resnet")(cfg.MODEL, "vcf_resnet")
+    path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
+    torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def npre(tmp_path_factory):
+    return save_untrained_npre(str(tmp_path_factory.mktemp("npre")))
+
+
+def ncf_cfg(idx_dir, out, npre, *extra):
+    _, cfg = compose_config(
+        ["config=vissl_clusterfit/clusterfit/ncf_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+         f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}", "config.DATA.TRAIN.DATA_LIMIT=120",
+         "config.VCF.CLUSTERFIT.NUM_CLUSTERS=6", "config.VCF.CLUSTERFIT.BATCHSIZE=32",
+         *data_overrides(idx_dir, train_labels=False), *extra],
+        dump_config=False,
+    )
+    return cfg
+
+
+def test_cluster_dataset_writes_valid_labels_and_reuses(idx_dir, npre, tmp_path, monkeypatch):
+    cfg = ncf_cfg(idx_dir, tmp_path, npre)
+    meta = ch.cluster_dataset(cfg)
+    paths = label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")
+    labels = np.load(paths["labels"])
+    assert labels.shape == (120,) and labels.min() >= 0 and labels.max() < 6
+    assert meta["num_clusters"] == 6 and meta["num_samples"] == 120
+    assert meta["metrics"]["num_empty"] == 0
+    assert 0.0 <= meta["metrics"]["nmi"] <= 1.0  # ground truth exists for this source
+    assert meta["settings"]["npre"][0]["CHECKPOINT_SHA256"]
+    centroids = np.load(paths["centroids"])
+    assert centroids.shape == (6, meta["clustered_dim"])
+    # second run: nothing is recomputed
+    monkeypatch.setattr(fx, "build_npre_trunk", lambda *a, **k: pytest.fail("recomputed"))
+    again = ch.cluster_dataset(cfg)
+    assert again["fingerprint"] == meta["fingerprint"]
+
+
+def test_other_settings_are_refused(idx_dir, npre, tmp_path):
+    ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre))
+    with pytest.raises(ValueError, match=r"other settings \(num_clusters: 6 -> 7"):
+        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.NUM_CLUSTERS=7"))
+    with pytest.raises(ValueError, match="dataset.limit: 120 -> 100"):
+        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100"))
+
+
+def test_label_source_serves_labels_and_checks_length(idx_dir, npre, tmp_path):
+    from vissl.data import build_dataset
+
+    cfg = ncf_cfg(idx_dir, tmp_path, npre)
+    ds = build_dataset(cfg, "TRAIN")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ds.load_labels()
+    ch.cluster_dataset(cfg)
+    from vissl_clusterfit.data.label_sources import reload_labels
+
+    reload_labels(ds)
+    labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["labels"])
+    assert [int(ds[i]["label"][0]) for i in range(5)] == labels[:5].tolist()
+    # the same files read by a dataset of another length are refused
+    other = ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100")
+    with pytest.raises(ValueError, match="has 120 labels but DATA.TRAIN"):
+        build_dataset(other, "TRAIN").load_labels()
+
+
+@pytest.mark.parametrize(
+    "override,error,match",
+    [
+        ("config.VCF.CLUSTERFIT.FEATURE_LAYER=res9", ValueError, "available: conv1, res1, res2"),
+        ("config.VCF.CLUSTERFIT.NUM_CLUSTERS=500", ValueError, "NUM_CLUSTERS=500 is larger"),
+        ("config.VCF.CLUSTERFIT.POOLING=median", ValueError, "POOLING=median"),
+        ("config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=/nonexistent/x.torch", FileNotFoundError, "/nonexistent/x.torch does not exist"),
+        ("config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=", ValueError, "NPRE_CHECKPOINT is empty"),
+    ],
+)
+def test_bad_inputs_fail_clearly_and_write_nothing(idx_dir, npre, tmp_path, override, error, match):
+    cfg = ncf_cfg(idx_dir, tmp_path, npre, override)
+    with pytest.raises(error, match=match):
+        ch.cluster_dataset(cfg)
+    assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
+
+
+def test_corrupt_checkpoint(idx_dir, tmp_path):
+    bad = tmp_path / "bad.torch"
+    bad.write_bytes(b"this is not a checkpoint")
+    (tmp_path / "train_config.yaml").write_text("MODEL: {}\n")
+    with pytest.raises(ValueError, match="bad.torch is corrupt"):
+        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(bad)))
+
+
+def test_missing_model_config_next_to_checkpoint(idx_dir, npre, tmp_path):
+    lonely = tmp_path / "lonely.torch"
+    lonely.write_bytes(open(npre, "rb").read())
+    with pytest.raises(FileNotFoundError, match="NPRE_CONFIG"):
+        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(lonely)))
+    # with NPRE_CONFIG it works
+    meta = ch.cluster_dataset(
+        ncf_cfg(idx_dir, tmp_path / "out", str(lonely),
+                "config.VCF.CLUSTERFIT.NPRE_CONFIG=vissl_clusterfit/pretrain/rotnet_fmnist_cpu")
+    )
+    assert meta["num_samples"] == 120
+
+
+def test_nan_features_are_refused(idx_dir, npre, tmp_path, monkeypatch):
+    real = fx.extract_features
+
+    def nan_features(*a, **k):
+        f = real(*a, **k)
+        f[3, 0] = np.nan
+        return f
+
+    monkeypatch.setattr(fx, "extract_features", nan_features)
+    cfg = ncf_cfg(idx_dir, tmp_path, npre)
+    with pytest.raises(ValueError, match="NaN|inf"):
+        ch.cluster_dataset(cfg)
+    assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
+
+
+def test_killed_run_completes_with_same_labels(idx_dir, npre, tmp_path, monkeypatch):
+    reference = ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "ref", npre))
+    ref_labels = np.load(reference["files"]["labels"])
+    cfg = ncf_cfg(idx_dir, tmp_path / "killed", npre)
+    for stage in ("extract_features", "run_kmeans"):
+        target = fx if stage == "extract_features" else ch.clustering
+        with monkeypatch.context() as m:
+            m.setattr(target, stage, lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt(stage)))
+            with pytest.raises(KeyboardInterrupt):
+                ch.cluster_dataset(cfg)
+        assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
+    done = ch.cluster_dataset(cfg)
+    np.testing.assert_array_equal(np.load(done["files"]["labels"]), ref_labels)
+
+
+def test_multitask_concatenates_features_and_assigns_test(idx_dir, npre, tmp_path):
+    second = save_untrained_npre(str(tmp_path / "npre2"), seed=1)
+    cfg = ncf_cfg(
+        idx_dir, tmp_path, npre,
+        f"config.VCF.CLUSTERFIT.EXTRA_NPRE=[{{CHECKPOINT: {second}, FEATURE_LAYER: res4}}]",
+        "config.VCF.CLUSTERFIT.ASSIGN_TEST=true", "config.DATA.TEST.DATA_LIMIT=50",
+    )
+    meta = ch.cluster_dataset(cfg)
+    assert meta["feature_dim"] == 128 + 64  # res5 (128) + res4 (64), avg-pooled
+    test_labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit_test")["labels"])
+    assert test_labels.shape == (50,) and test_labels.max() < 6
+
+
+def test_rank_batches_partition_the_dataset():
+    for world in (1, 2, 3):
+        parts = [fx.rank_batches(103, 10, r, world) for r in range(world)]
+        flat = np.concatenate([np.concatenate(p) for p in parts if p])
+        assert sorted(flat.tolist()) == list(range(103))
+        # every image sits in the same global batch whatever the world size
+        for p in parts:
+            for b in p:
+                assert b[0] % 10 == 0 and len(b) <= 10
+
+
+def test_pooling():
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    torch.testing.assert_close(fx.pool_features(x, "avg"), torch.tensor([[5.5, 17.5]]))
+    torch.testing.assert_close(fx.pool_features(x, "max"), torch.tensor([[11.0, 23.0]]))
+    assert fx.pool_features(x, "flatten").shape == (1, 24)

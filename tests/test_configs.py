@@ -1,0 +1,58 @@
+"""Every shipped YAML composes through VISSL's compose, builds its model, and runs a
+forward pass on a batch of the size its data gives (a broken config fails CI)."""
+import glob
+import os
+
+import pytest
+import torch
+
+import vissl_clusterfit
+from vissl_clusterfit.config import add_plugin_defaults, plugin_defaults
+from vissl_clusterfit.launcher import compose_config
+
+CONFIG_ROOT = os.path.join(os.path.dirname(vissl_clusterfit.__file__), "configs", "config")
+CONFIGS = sorted(
+    os.path.relpath(p, CONFIG_ROOT)[: -len(".yaml")]
+    for p in glob.glob(os.path.join(CONFIG_ROOT, "vissl_clusterfit", "**", "*.yaml"), recursive=True)
+)
+
+
+def test_configs_are_found():
+    assert len(CONFIGS) >= 14, CONFIGS
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_composes_and_builds(name, tmp_path):
+    from vissl.models import build_model
+
+    _, cfg = compose_config([f"config={name}", f"config.CHECKPOINT.DIR={tmp_path}"], dump_config=False)
+    assert cfg.VCF.CLUSTERFIT.NAME  # plugin defaults present
+    assert cfg.MACHINE.DEVICE == ("gpu" if name.endswith("_gpu") else "cpu")
+    model = build_model(cfg.MODEL, cfg.OPTIMIZER).eval()
+    jigsaw = "jigsaw" in name and "/pretrain/" in name
+    x = torch.randn(2 * (9 if jigsaw else 1), 3, 8 if jigsaw else 28, 8 if jigsaw else 28)
+    with torch.no_grad():
+        out = model(x)
+    if "/clusterfit/" in name:
+        assert out[0].shape[-1] == cfg.VCF.CLUSTERFIT.NUM_CLUSTERS
+    if "/benchmark/" in name:
+        assert len(out) == 5 and all(o.shape == (2, 10) for o in out)
+
+
+def test_head_follows_num_clusters_override(tmp_path):
+    _, cfg = compose_config(
+        ["config=vissl_clusterfit/clusterfit/ncf_fmnist_cpu", "config.VCF.CLUSTERFIT.NUM_CLUSTERS=37",
+         f"config.CHECKPOINT.DIR={tmp_path}"],
+        dump_config=False,
+    )
+    assert cfg.MODEL.HEAD.PARAMS[0][1]["dims"] == [128, 37]
+
+
+def test_add_plugin_defaults_fills_only_missing_keys():
+    from vissl.config import AttrDict
+
+    cfg = AttrDict({"VCF": {"CLUSTERFIT": {"NUM_CLUSTERS": 7}}, "MODEL": {"TRUNK": {}}})
+    add_plugin_defaults(cfg)
+    assert cfg.VCF.CLUSTERFIT.NUM_CLUSTERS == 7
+    assert cfg.VCF.CLUSTERFIT.FEATURE_LAYER == plugin_defaults()["VCF"]["CLUSTERFIT"]["FEATURE_LAYER"]
+    assert cfg.MODEL.TRUNK.VCF_RESNET.DEPTH == 18

@@ -1,0 +1,125 @@
+"""End to end through VISSL's real trainer (CPU, gloo), run as a user would: our
+tools/ scripts in subprocesses, on a small real-image IDX dataset (see conftest)."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import data_overrides, run_tool
+
+TINY = [
+    "config.DATA.TRAIN.DATA_LIMIT=96",
+    "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+    "config.OPTIMIZER.num_epochs=1",
+    "config.LOG_FREQUENCY=1000",
+]
+
+
+def final_ckpt(folder):
+    found = glob.glob(os.path.join(folder, "model_final_checkpoint_phase*.torch"))
+    assert found, f"no final checkpoint in {folder}: {os.listdir(folder)}"
+    return found[0]
+
+
+def linear_eval(idx_dir, ckpt, out):
+    run_tool([
+        "config=vissl_clusterfit/benchmark/linear_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+        f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={ckpt}", "config.DATA.TRAIN.DATA_LIMIT=96",
+        "config.DATA.TEST.DATA_LIMIT=64", "config.OPTIMIZER.num_epochs=1",
+        "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=32", *data_overrides(idx_dir),
+    ])
+    tests = [json.loads(l) for l in open(os.path.join(out, "metrics.json")) if "test_accuracy" in l]
+    top1 = tests[-1]["test_accuracy_list_meter"]["top_1"]
+    assert sorted(top1) == ["conv1", "res2", "res3", "res4", "res5"], top1
+    assert all(0.0 <= v <= 100.0 for v in top1.values()), top1
+    return top1
+
+
+@pytest.fixture(scope="module")
+def rotnet_ckpt(idx_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("rotnet"))
+    run_tool(["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+              *TINY, *data_overrides(idx_dir)])
+    return final_ckpt(out)
+
+
+def test_rotnet_pretraining_then_linear_eval(idx_dir, rotnet_ckpt, tmp_path):
+    linear_eval(idx_dir, rotnet_ckpt, str(tmp_path / "linear"))
+
+
+def test_jigsaw_pretraining_then_linear_eval(idx_dir, tmp_path):
+    out = str(tmp_path / "jigsaw")
+    run_tool(["config=vissl_clusterfit/pretrain/jigsaw_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+              *TINY, *data_overrides(idx_dir)])
+    linear_eval(idx_dir, final_ckpt(out), str(tmp_path / "linear"))
+
+
+def test_rotnet_two_processes_gloo(idx_dir, tmp_path):
+    out = str(tmp_path / "rotnet2")
+    run_tool(["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+              "config.DISTRIBUTED.NUM_PROC_PER_NODE=2", *TINY, *data_overrides(idx_dir)])
+    final_ckpt(out)
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "world_size: 2, rank: 0" in log, log[-2000:]
+
+
+def ncf_args(idx_dir, npre, out, *extra):
+    return ["config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}", "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
+            "config.VCF.CLUSTERFIT.BATCHSIZE=20", *TINY, *data_overrides(idx_dir, train_labels=False), *extra]
+
+
+def labels_of(out):
+    return np.load(os.path.join(out, "clusterfit", "clusterfit_rotnet_labels.npy"))
+
+
+def test_ncf_hook_one_vs_two_processes_and_resume(idx_dir, rotnet_ckpt, tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run_tool(ncf_args(idx_dir, rotnet_ckpt, one, "config.OPTIMIZER.num_epochs=2"))
+    run_tool(ncf_args(idx_dir, rotnet_ckpt, two, "config.DISTRIBUTED.NUM_PROC_PER_NODE=2"))
+    a, b = labels_of(one), labels_of(two)
+    assert a.shape == (96,) and a.max() < 8
+    np.testing.assert_array_equal(a, b)  # identical labels with 1 and 2 processes
+    log = open(os.path.join(one, "log.txt")).read()
+    assert "[vcf] clustered" in log and "[vcf] wrote cluster label files" in log
+    # resume: drop the final checkpoint, VISSL resumes from phase 0, labels are reused
+    before = os.path.getmtime(os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy"))
+    os.remove(final_ckpt(one))
+    for link in glob.glob(os.path.join(one, "checkpoint.torch")):
+        os.remove(link)
+    proc = run_tool(ncf_args(idx_dir, rotnet_ckpt, one, "config.OPTIMIZER.num_epochs=2"))
+    final_ckpt(one)
+    log = open(os.path.join(one, "log.txt")).read()
+    assert "[vcf] reusing cluster labels" in log, (proc.stdout + proc.stderr)[-2000:]
+    assert os.path.getmtime(os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy")) == before
+    # the standalone engine gives the same labels
+    three = str(tmp_path / "three")
+    run_tool(["engine_name=vcf_cluster", *ncf_args(idx_dir, rotnet_ckpt, three)])
+    np.testing.assert_array_equal(labels_of(three), a)
+
+
+def test_pipeline_end_to_end(idx_dir, tmp_path):
+    out = str(tmp_path / "pipe")
+    proc = run_tool(
+        [f"pipeline.output_dir={out}", "pipeline.data_limit=96", "pipeline.epochs=1",
+         "pipeline.num_clusters=6", "pipeline.eval_train_limit=96", "pipeline.eval_test_limit=64",
+         "pipeline.eval_epochs=1", "pipeline.with_random=true",
+         "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16", *data_overrides(idx_dir, train_labels=False)],
+        tool="clusterfit_pipeline.py",
+    )
+    assert "| N_cf rotnet K=6 |" in proc.stdout and "| N_pre rotnet |" in proc.stdout, proc.stdout
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert set(report["linear_top1"]["fmnist"]) == {"N_pre rotnet", "N_cf rotnet K=6", "random init"}
+    for plot in report["plots"]:
+        assert os.path.getsize(os.path.join(out, plot)) > 1000, plot
+    assert {"accuracy_per_layer_fmnist.png", "cluster_sizes_rotnet.png", "cluster_samples_rotnet.png"} <= set(report["plots"])
+    assert "## Clusters" in open(os.path.join(out, "report.md")).read()
+    # a second run reuses every stage
+    again = run_tool([f"pipeline.output_dir={out}", "pipeline.data_limit=96", "pipeline.epochs=1",
+                      "pipeline.num_clusters=6", "pipeline.eval_train_limit=96", "pipeline.eval_test_limit=64",
+                      "pipeline.eval_epochs=1", "pipeline.with_random=true",
+                      "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16", *data_overrides(idx_dir, train_labels=False)],
+                     tool="clusterfit_pipeline.py")
+    assert "running" not in again.stdout and again.stdout.count("reusing") >= 4, again.stdout
