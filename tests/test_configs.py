@@ -33,7 +33,7 @@ def test_config_composes_and_builds(name, tmp_path):
     x = torch.randn(2 * (9 if jigsaw else 1), 3, 8 if jigsaw else 28, 8 if jigsaw else 28)
     with torch.no_grad():
         out = model(x)
-    if "/clusterfit/" in name:
+    if "/clusterfit/ncf" in name:
         assert out[0].shape[-1] == cfg.VCF.CLUSTERFIT.NUM_CLUSTERS
     if "/benchmark/" in name:
         assert len(out) == 5 and all(o.shape == (2, 10) for o in out)

@@ -185,3 +185,11 @@ def test_pooling():
     torch.testing.assert_close(fx.pool_features(x, "avg"), torch.tensor([[5.5, 17.5]]))
     torch.testing.assert_close(fx.pool_features(x, "max"), torch.tensor([[11.0, 23.0]]))
     assert fx.pool_features(x, "flatten").shape == (1, 24)
+
+
+def test_distill_writes_teacher_logits(idx_dir, npre, tmp_path):
+    cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.DISTILL=true")
+    meta = ch.cluster_dataset(cfg)
+    logits = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["teacher_logits"])
+    assert logits.shape == (120, 4) and np.isfinite(logits).all()  # RotNet head: 4 rotations
+    assert meta["settings"]["distill"] is True

@@ -7,6 +7,8 @@ For a prefix ``<dir>/<name>`` the files are
 - ``<name>_centroids.npy``: float32 (K, D), in the clustered (pre-processed) space.
 - ``<name>_distances.npy``: float32, squared distance of each sample to its centroid.
 - ``<name>_pca.npz``: the fitted PCA, when PCA was used (to assign other splits).
+- ``<name>_teacher_logits.npy``: N_pre's head outputs, with ``DISTILL`` (distillation
+  baseline).
 - ``<name>_meta.json``: K, layer, pooling, PCA settings, N_pre checkpoint and its hash,
   dataset name and length, seed, metrics, and ``fingerprint``: a hash of everything that
   determines the labels. It is written last: a prefix without it is incomplete.
@@ -33,6 +35,7 @@ def label_paths(output_dir: str, name: str) -> Dict[str, str]:
         "centroids": prefix + "_centroids.npy",
         "distances": prefix + "_distances.npy",
         "pca": prefix + "_pca.npz",
+        "teacher_logits": prefix + "_teacher_logits.npy",
         "meta": prefix + META_SUFFIX,
     }
 
@@ -78,6 +81,7 @@ def write_label_files(
     distances: np.ndarray,
     meta: Dict[str, Any],
     pca_state: Optional[Dict[str, Any]] = None,
+    extra_arrays: Optional[Dict[str, np.ndarray]] = None,
 ) -> Dict[str, str]:
     """Write the label files atomically, the meta file last. Returns the paths."""
     paths = label_paths(output_dir, name)
@@ -86,6 +90,8 @@ def write_label_files(
     save_npy(paths["labels"], np.asarray(labels, dtype=np.int64))
     save_npy(paths["centroids"], np.asarray(centroids, dtype=np.float32))
     save_npy(paths["distances"], np.asarray(distances, dtype=np.float32))
+    for key, array in (extra_arrays or {}).items():
+        save_npy(paths[key], array)
     if pca_state is not None:
         _atomic_write(paths["pca"], lambda f: np.savez(f, **pca_state))
     meta = dict(meta, labels_sha256=file_sha256(paths["labels"]), files=paths)

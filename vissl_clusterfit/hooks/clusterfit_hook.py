@@ -78,6 +78,7 @@ def clustering_settings(cfg: Any, dataset_len: int) -> Dict[str, Any]:
         "pca_sample_size": int(c.PCA_SAMPLE_SIZE),
         "transforms": list(c.TRANSFORMS),
         "batch_size": int(c.BATCHSIZE),
+        "distill": bool(c.get("DISTILL", False)),
         "dataset": {
             "sources": list(train.DATA_SOURCES),
             "names": list(train.DATASET_NAMES),
@@ -141,6 +142,24 @@ def _extract(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarra
     return feats
 
 
+def _teacher_logits(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarray]:
+    """N_pre's head outputs on D_cf (distillation baseline, ClusterFit Sec. 4.2)."""
+    spec = npre_specs(cfg)[0]
+    model = fx.build_npre_model(spec["CHECKPOINT"], spec["CONFIG"], spec["OVERRIDES"])
+    try:
+        logits = fx.extract_features(
+            [(model, "logits", "flatten")], dataset, int(cfg.VCF.CLUSTERFIT.BATCHSIZE), device
+        )
+    except RuntimeError as e:
+        raise ValueError(
+            f"N_pre's heads cannot run on whole images ({e}): distillation needs a "
+            "single-view head (e.g. RotNet), not a siamese one (Jigsaw)"
+        )
+    del model
+    gc.collect()
+    return logits
+
+
 def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
     """Produce (or reuse) the cluster label files of DATA.TRAIN for the current config.
 
@@ -175,10 +194,11 @@ def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dic
 
     t0 = time.time()
     feats = _extract(cfg, dataset, device)
+    teacher = _teacher_logits(cfg, dataset, device) if settings["distill"] else None
     t_extract = time.time() - t0
     result_meta = None
     if rank == 0:
-        result_meta = _cluster_and_write(cfg, feats, dataset, settings, fp, t_extract, device)
+        result_meta = _cluster_and_write(cfg, feats, dataset, settings, fp, t_extract, device, teacher)
     _barrier()
     return _broadcast(result_meta)
 
@@ -191,6 +211,7 @@ def _cluster_and_write(
     fp: str,
     t_extract: float,
     device: torch.device,
+    teacher_logits: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
     c = cfg.VCF.CLUSTERFIT
     k = int(c.NUM_CLUSTERS)
@@ -233,6 +254,7 @@ def _cluster_and_write(
     write_label_files(
         out_dir, name, res.labels, res.centroids, res.distances, meta,
         pca_state=pca.state_dict() if pca is not None else None,
+        extra_arrays={"teacher_logits": teacher_logits} if teacher_logits is not None else None,
     )
     if c.ASSIGN_TEST and "TEST" in cfg.DATA and cfg.DATA.TEST.DATA_SOURCES:
         _assign_test(cfg, pca, res.centroids, out_dir, name, device)
@@ -282,11 +304,11 @@ class ClusterFitHook(ClassyHook):
         from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
 
         meta = cluster_dataset(self.cfg, device=task.device)
-        self._check_head(task, int(meta["num_clusters"]))
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
         if dataset is not None and CLUSTER_LABEL_SOURCE in dataset.label_sources:
+            self._check_head(task, int(meta["num_clusters"]))
             reload_labels(dataset)
-        elif dataset is not None:
+        elif dataset is not None and not meta["settings"].get("distill"):
             logging.warning(
                 "[vcf] DATA.TRAIN.LABEL_SOURCES does not contain vcf_cluster_labels: "
                 "the cluster labels were written but training does not use them"

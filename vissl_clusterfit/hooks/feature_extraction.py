@@ -107,6 +107,41 @@ def build_npre_trunk(checkpoint_path: str, config_name: str = "", overrides: Opt
     return trunk.eval()
 
 
+class TeacherLogits(torch.nn.Module):
+    """N_pre's whole model (trunk + heads) exposed like a trunk with one feature,
+    ``logits``: the last head's output. Used for the distillation baseline."""
+
+    feat_eval_mapping = {"logits": "logits"}
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None) -> List[torch.Tensor]:
+        out = self.model(x)
+        while isinstance(out, (list, tuple)):
+            out = out[-1]
+        return [out]
+
+
+def build_npre_model(checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None) -> TeacherLogits:
+    """N_pre's full VISSL model (trunk and heads) with the checkpoint's weights, eval mode."""
+    from vissl.models import build_model
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    model_cfg = copy.deepcopy(npre_model_config(checkpoint_path, config_name, list(overrides or [])))
+    model_cfg.FEATURE_EVAL_SETTINGS.EVAL_MODE_ON = False
+    model = build_model(model_cfg, AttrDict({"name": "sgd"}))
+    try:
+        model.set_classy_state(checkpoint["classy_state_dict"]["base_model"])
+    except (KeyError, RuntimeError) as e:
+        raise ValueError(
+            f"N_pre checkpoint {checkpoint_path} has no trunk+heads matching its config "
+            f"({e}); distillation needs a checkpoint written by VISSL's training"
+        )
+    return TeacherLogits(model).eval()
+
+
 def feature_names(trunk: torch.nn.Module) -> List[str]:
     mapping = getattr(trunk, "feat_eval_mapping", None)
     if mapping:
