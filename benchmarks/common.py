@@ -6,6 +6,7 @@ the machine, the git commit of the repository, the exact command and the wall ti
 a number can be traced back to how it was produced.
 """
 import datetime
+import gc
 import json
 import os
 import platform
@@ -85,6 +86,11 @@ def machine_info() -> Dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threading_env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+            if k in os.environ
+        },
         "git_commit": git_commit(),
         "command": command_line(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -159,6 +165,17 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # best effort
 
 
+def trim_heap() -> None:
+    """Give freed malloc memory back to the OS (glibc ``malloc_trim``), so that memory a
+    measured block allocates shows up in RSS instead of reusing pages freed before it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     """Reset the kernel's peak-RSS counter (VmHWM) of this process (Linux >= 4.0)."""
     try:
@@ -177,10 +194,13 @@ class PeakRSS:
     /proc/self/clear_refs; where that is not allowed, a thread samples VmRSS every 2 ms
     (may miss short spikes; ``method`` says which was used). ``mark()`` starts a new phase:
     it records the peak so far and the RSS now, and resets the peak, so a block can be
-    split (e.g. extraction, then clustering) without a second run.
+    split (e.g. extraction, then clustering) without a second run. Entry and ``mark()``
+    call ``trim_heap()`` first (a few ms) so freed memory is not silently reused.
     """
 
     def __enter__(self) -> "PeakRSS":
+        gc.collect()
+        trim_heap()
         self.start = rss_bytes()
         self.phases: List[Dict[str, int]] = []
         self._phase_start = self.start
@@ -204,8 +224,10 @@ class PeakRSS:
         return max(self._sampled_peak, rss_bytes())
 
     def mark(self) -> None:
+        peak = self._peak_now()
+        trim_heap()
         now = rss_bytes()
-        self.phases.append({"start": self._phase_start, "peak": self._peak_now(), "end": now})
+        self.phases.append({"start": self._phase_start, "peak": peak, "end": now})
         self._phase_start = now
         if self.method == "VmHWM":
             _reset_hwm()

@@ -134,3 +134,26 @@ def test_distillation_baseline_trains(idx_dir, rotnet_ckpt, tmp_path):
     assert np.load(os.path.join(out, "clusterfit", "distill_rotnet_teacher_logits.npy")).shape == (96, 4)
     losses = [json.loads(l) for l in open(os.path.join(out, "stdout.json"))]
     assert losses and all(np.isfinite(e["loss"]) for e in losses), losses[:3]
+
+
+def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tmp_path):
+    out = str(tmp_path / "dc")
+    args = ["config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+            "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=8", "config.VCF.DEEPCLUSTER.RECLUSTER_EVERY=2",
+            *TINY, "config.OPTIMIZER.num_epochs=3", *data_overrides(idx_dir, train_labels=False)]
+    run_tool(args)
+    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
+    assert [r["epoch"] for r in rounds] == [0, 2], rounds  # every T=2 epochs
+    assert "nmi_previous" in rounds[1] and rounds[0]["num_empty"] == 0
+    log = open(os.path.join(out, "log.txt")).read()
+    assert log.count("head re-initialised") == 2
+    # kill after epoch 1: resume from model_phase1 must reuse round 0's targets at epoch 1
+    os.remove(final_ckpt(out))
+    for f in ["checkpoint.torch", "model_phase1.torch"]:
+        if os.path.exists(os.path.join(out, f)):
+            os.remove(os.path.join(out, f))
+    run_tool(args)
+    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "resuming with the targets of epoch 0" in log, log[-3000:]
+    assert [r["epoch"] for r in rounds] == [0, 2, 2], rounds

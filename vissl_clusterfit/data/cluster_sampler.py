@@ -39,6 +39,9 @@ class UniformClusterSampler(Sampler):
         rank: this rank (default: the torch.distributed rank, else 0).
     """
 
+    # VISSL logs every sampler with print_sampler_config, which reads this attribute
+    shuffle = True
+
     def __init__(
         self,
         labels: np.ndarray,

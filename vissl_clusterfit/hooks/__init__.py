@@ -21,4 +21,8 @@ def hook_generator(cfg) -> List[ClassyHook]:
         from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
 
         hooks.append(ClusterFitHook(cfg))
+    if cfg.VCF.DEEPCLUSTER.ENABLED:
+        from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
+
+        hooks.append(DeepClusterHook(cfg))
     return hooks

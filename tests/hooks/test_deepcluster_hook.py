@@ -1,0 +1,75 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import vissl_clusterfit  # noqa: F401
+from tests.conftest import data_overrides
+from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
+from vissl_clusterfit.launcher import compose_config
+
+
+def dc_cfg(tmp_path, idx_dir, *extra):
+    _, cfg = compose_config(
+        ["config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu", f"config.CHECKPOINT.DIR={tmp_path}",
+         "config.DATA.TRAIN.DATA_LIMIT=90", "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=6",
+         *data_overrides(idx_dir, train_labels=False), *extra],
+        dump_config=False,
+    )
+    return cfg
+
+
+class _Task:
+    """The parts of VISSL's task the head reset touches."""
+
+    def __init__(self, cfg):
+        from vissl.models import build_model
+
+        self.base_model = build_model(cfg.MODEL, cfg.OPTIMIZER)
+        self.optimizer = torch.optim.SGD(self.base_model.parameters(), lr=0.1, momentum=0.9)
+        loss = sum(o.sum() for o in self.base_model(torch.randn(2, 3, 28, 28)))
+        loss.backward()
+        self.optimizer.step()  # creates momentum buffers for every parameter
+
+
+def test_reset_head_reinitialises_and_clears_its_optimizer_state(tmp_path, idx_dir):
+    cfg = dc_cfg(tmp_path, idx_dir)
+    task = _Task(cfg)
+    hook = DeepClusterHook(cfg)
+    head = task.base_model.heads[-1]
+    before = [p.detach().clone() for p in head.parameters()]
+    trunk_param = next(task.base_model.trunk.parameters())
+    hook._reset_head(task)
+    assert all(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
+    assert all(p not in task.optimizer.state for p in head.parameters())
+    assert trunk_param in task.optimizer.state  # the trunk keeps its momentum
+    # identical on every rank: the reset is seeded by the round
+    task2 = _Task(cfg)
+    DeepClusterHook(cfg)._reset_head(task2)
+    for a, b in zip(head.parameters(), task2.base_model.heads[-1].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "pic"])
+def test_cluster_round_records_metrics(tmp_path, idx_dir, algorithm):
+    cfg = dc_cfg(tmp_path, idx_dir, f"config.VCF.DEEPCLUSTER.ALGORITHM={algorithm}")
+    hook = DeepClusterHook(cfg)
+    from vissl_clusterfit.hooks import feature_extraction as fx
+
+    hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
+    rng = np.random.RandomState(0)
+    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(np.float32)
+    labels = hook._cluster(feats, epoch=0, t_extract=0.0)
+    assert labels.shape == (90,) and labels.min() >= 0
+    hook.state["labels"] = labels
+    hook._cluster(feats, epoch=1, t_extract=0.0)
+    rounds = [json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))]
+    assert len(rounds) == 2 and "nmi" in rounds[0] and "nmi_previous" in rounds[1]
+    assert rounds[0]["algorithm"] == algorithm
+
+
+def test_bad_algorithm(tmp_path, idx_dir):
+    with pytest.raises(ValueError, match="ALGORITHM=spectral"):
+        DeepClusterHook(dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.ALGORITHM=spectral"))
