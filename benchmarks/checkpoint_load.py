@@ -202,8 +202,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = []
-    base = common.median(per_rank[0]["times"][METHODS[0]])
     for rank, res in enumerate(per_rank):
+        base = common.median(res["times"][METHODS[0]])
         for method in METHODS:
             t = res["times"][method]
             med = common.median(t)

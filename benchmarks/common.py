@@ -313,7 +313,7 @@ def write_results(
         "benchmark": name,
         "machine": machine,
         "wall_time_s": wall,
-        "tables": tables,
+        "tables": [dict(t, rows=[{c: r.get(c) for c in t["columns"]} for r in t["rows"]]) for t in tables],
         "data": data,
         "notes": list(notes),
     }
