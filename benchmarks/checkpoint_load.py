@@ -63,7 +63,8 @@ METHODS = (
 
 def check_upstream_captured() -> None:
     fn = UPSTREAM_BROADCAST_OBJECT
-    if fn is compat._fast_broadcast_object or fn.__module__ != "classy_vision.generic.distributed_util":
+    upstream_module = "classy_vision.generic.distributed_util"
+    if fn is compat._fast_broadcast_object or fn.__module__ != upstream_module:
         raise RuntimeError(
             "the upstream broadcast_object was not captured before vissl_clusterfit patched "
             f"it (got {fn.__module__}.{fn.__name__}): run this file as a script"
@@ -132,7 +133,9 @@ def worker(rank: int, world: int, path: str, repeats: int, init_file: str, out_d
         with broadcast_impl(compat._fast_broadcast_object):
             return vissl_load()
 
-    loaded_on_primary = torch.load(path, map_location="cpu", weights_only=False) if rank == 0 else None
+    loaded_on_primary = (
+        torch.load(path, map_location="cpu", weights_only=False) if rank == 0 else None
+    )
     fns = {
         METHODS[0]: lambda: torch.load(path, map_location="cpu", weights_only=False),
         METHODS[1]: upstream,
@@ -179,11 +182,16 @@ def main() -> None:
     path = os.path.join(args.workdir, f"checkpoint_load_{args.model}.torch")
     trunk = build_trunk(args.model)
     n_params = sum(p.numel() for p in trunk.parameters())
-    torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}, path)
+    model_state = {"trunk": trunk.state_dict(), "heads": {}}
+    torch.save({"classy_state_dict": {"base_model": {"model": model_state}}}, path)
     size_mb = os.path.getsize(path) / 1e6
     del trunk
-    print(f"checkpoint: {path} ({args.model}, {n_params / 1e6:.1f} M parameters, {size_mb:.1f} MB); "
-          f"{args.world_size} process(es), gloo, file:// init; {args.repeats} repeat(s)", flush=True)
+    print(
+        f"checkpoint: {path} ({args.model}, {n_params / 1e6:.1f} M parameters, "
+        f"{size_mb:.1f} MB); {args.world_size} process(es), gloo, file:// init; "
+        f"{args.repeats} repeat(s)",
+        flush=True,
+    )
 
     tmp = tempfile.mkdtemp(prefix="ckpt_load_", dir=args.workdir)
     try:
@@ -192,7 +200,9 @@ def main() -> None:
             worker(0, 1, path, args.repeats, init_file, tmp)
         else:
             torch.multiprocessing.spawn(
-                _spawned, args=(args.world_size, path, args.repeats, init_file, tmp), nprocs=args.world_size
+                _spawned,
+                args=(args.world_size, path, args.repeats, init_file, tmp),
+                nprocs=args.world_size,
             )
         per_rank = []
         for r in range(args.world_size):
@@ -235,7 +245,8 @@ def main() -> None:
     notes = [
         "VISSL load path = vissl.utils.checkpoint.CheckpointLoader.load_and_broadcast_init_weights "
         "(what MODEL.WEIGHTS_INIT.PARAMS_FILE triggers); 'upstream' swaps classy-vision's original "
-        "broadcast_object back in for those calls, 'patched' is vissl_clusterfit.compat._fast_broadcast_object.",
+        "broadcast_object back in for those calls, 'patched' is "
+        "vissl_clusterfit.compat._fast_broadcast_object.",
         "'broadcast_object alone' times the broadcast of an already loaded checkpoint "
         "(rank 0 serialises it; other ranks receive and deserialise).",
         "With 1 process rank 0 returns its own object, so the identity check guards the load path; "
@@ -244,8 +255,12 @@ def main() -> None:
     name = "checkpoint_load_quick" if args.quick else "checkpoint_load"
     paths = common.write_results(
         name, machine,
-        tables=[{"title": f"Checkpoint load, {args.model} ({size_mb:.0f} MB), {args.world_size} process(es)",
-                 "columns": columns, "rows": rows}],
+        tables=[{
+            "title": f"Checkpoint load, {args.model} ({size_mb:.0f} MB), "
+                     f"{args.world_size} process(es)",
+            "columns": columns,
+            "rows": rows,
+        }],
         data={"args": vars(args), "summary": summary, "per_rank": per_rank},
         notes=notes,
         title="Checkpoint load: upstream vs patched broadcast_object",

@@ -12,7 +12,7 @@ b. VISSL's route: VISSL's ``extract_features`` engine as a subprocess
    0.1.6's own ``tools/cluster_features_and_label.py:cluster_features`` in-process (reload
    with ``ExtractedFeaturesLoader``, L2-normalise, ``faiss.Kmeans``, re-read the shards to
    assign, save .pkl + labels .npy);
-c. the floor: the trunk's forward pass alone on pre-transformed images (same trunk,
+c. the floor: the trunk's forward pass alone on images transformed beforehand (same trunk,
    batch size and threads, no data loader, no file I/O) + ``faiss.Kmeans`` train + assign
    alone on the same normalised matrix.
 
@@ -23,9 +23,10 @@ n_init=1, tol=0, same iterations and number of training rows as faiss) and the G
 Example::
 
     .venv/bin/python benchmarks/cluster_step_speed.py --quick
-    .venv/bin/python benchmarks/cluster_step_speed.py --sizes 10000,60000 --dims 512,2048 --ks 100,1000
+    .venv/bin/python benchmarks/cluster_step_speed.py \\
+        --sizes 10000,60000 --dims 512,2048 --ks 100,1000
 
-``--dims`` takes feature dims (128, 512, 2048: default spec for that dim) or spec names
+``--dims`` takes feature dims (128, 512, 2048: the default spec for that dim) or spec names
 (see ``SPECS``). Writes benchmarks/results/cluster_step_speed.{json,md}
 (``--quick``: cluster_step_speed_quick.*). Scratch files go to benchmarks/_work/.
 """
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class FeatureSpec:
     trunk_overrides: Tuple[str, ...]
     layer: str
     pooling: str  # ours: VCF.CLUSTERFIT.POOLING
-    vissl_pool_op: Tuple[Any, ...]  # VISSL: LINEAR_EVAL_FEAT_POOL_OPS_MAP entry, then flattened
+    vissl_pool_op: Tuple[Any, ...]  # VISSL: LINEAR_EVAL_FEAT_POOL_OPS_MAP op, then flattened
     about: str
 
 
@@ -86,9 +87,9 @@ SPECS: Dict[str, FeatureSpec] = {
     s.name: s
     for s in (
         FeatureSpec("w16avg", 128, (_W + "16",), "res5", "avg", _AVG,
-                    "vcf_resnet-18 width 16, res5 global avg (cheap: ~0.04 GFLOP/image)"),
+                    "vcf_resnet-18 width 16, res5 global avg (cheap)"),
         FeatureSpec("w64avg", 512, (_W + "64",), "res5", "avg", _AVG,
-                    "vcf_resnet-18 width 64, res5 global avg (~16x width 16: the slowest forward)"),
+                    "vcf_resnet-18 width 64, res5 global avg (~16x the forward of width 16)"),
         FeatureSpec("r50res3", 512, _R50, "res3", "avg", _AVG,
                     "VISSL resnet-50 (7x7/2 stem + max-pool) on 28-32 px, res3 global avg"),
         FeatureSpec("r50avg", 2048, _R50, "res5", "avg", _AVG,
@@ -143,43 +144,55 @@ def save_npre(folder: str, spec: FeatureSpec, seed: int = 0) -> str:
     from vissl.models.trunks import get_model_trunk
 
     fresh_dir(folder)
-    _, cfg = compose_config([f"config={NPRE_CONFIG}", f"config.CHECKPOINT.DIR={folder}", *spec.trunk_overrides])
+    overrides = [f"config={NPRE_CONFIG}", f"config.CHECKPOINT.DIR={folder}"]
+    _, cfg = compose_config(overrides + list(spec.trunk_overrides))  # dumps train_config.yaml
     torch.manual_seed(seed)
     name = cfg.MODEL.TRUNK.NAME
     trunk = get_model_trunk(name)(cfg.MODEL, name)
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
-    torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}, path)
+    model_state = {"trunk": trunk.state_dict(), "heads": {}}
+    torch.save({"classy_state_dict": {"base_model": {"model": model_state}}}, path)
     return path
 
 
-def ours_config(n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ckpt: str, out_dir: str) -> Any:
+def ours_config(
+    n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ckpt: str, out_dir: str
+) -> Any:
+    c = "config.VCF.CLUSTERFIT."
     _, cfg = compose_config(
         [
             f"config={NCF_CONFIG}",
             f"config.CHECKPOINT.DIR={out_dir}",
             f"config.DATA.TRAIN.DATA_PATHS=[{args.data_path}]",
             f"config.DATA.TRAIN.DATA_LIMIT={n}",
-            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={ckpt}",
-            f"config.VCF.CLUSTERFIT.OUTPUT_DIR={out_dir}",
-            f"config.VCF.CLUSTERFIT.NUM_CLUSTERS={k}",
-            f"config.VCF.CLUSTERFIT.NITER={args.niter}",
-            f"config.VCF.CLUSTERFIT.SEED={args.seed}",
-            f"config.VCF.CLUSTERFIT.MAX_POINTS_PER_CENTROID={args.max_points_per_centroid}",
-            f"config.VCF.CLUSTERFIT.FEATURE_LAYER={spec.layer}",
-            f"config.VCF.CLUSTERFIT.POOLING={spec.pooling}",
-            f"config.VCF.CLUSTERFIT.BATCHSIZE={args.batch_size}",
+            f"{c}NPRE_CHECKPOINT={ckpt}",
+            f"{c}OUTPUT_DIR={out_dir}",
+            f"{c}NUM_CLUSTERS={k}",
+            f"{c}NITER={args.niter}",
+            f"{c}SEED={args.seed}",
+            f"{c}MAX_POINTS_PER_CENTROID={args.max_points_per_centroid}",
+            f"{c}FEATURE_LAYER={spec.layer}",
+            f"{c}POOLING={spec.pooling}",
+            f"{c}BATCHSIZE={args.batch_size}",
         ],
         dump_config=False,
     )
     return cfg
 
 
-def vissl_overrides(n: int, spec: FeatureSpec, args: argparse.Namespace, ckpt: str, out_dir: str,
-                    transforms: List[Dict[str, Any]]) -> List[str]:
+def vissl_overrides(
+    n: int,
+    spec: FeatureSpec,
+    args: argparse.Namespace,
+    ckpt: str,
+    out_dir: str,
+    transforms: List[Dict[str, Any]],
+) -> List[str]:
     """VISSL's extract_features engine on the same images, trunk, layer and batch size:
     trunk features only (EXTRACT_TRUNK_FEATURES_ONLY), pooled by VISSL's own
     LINEAR_EVAL_FEAT_POOL_OPS_MAP and flattened, weights from MODEL.WEIGHTS_INIT."""
     s = "config.MODEL.FEATURE_EVAL_SETTINGS."
+    pool_map = hydra_value([[spec.layer, list(spec.vissl_pool_op)]])
     return [
         f"config={NPRE_CONFIG}",
         *spec.trunk_overrides,
@@ -187,7 +200,7 @@ def vissl_overrides(n: int, spec: FeatureSpec, args: argparse.Namespace, ckpt: s
         s + "FREEZE_TRUNK_ONLY=True",
         s + "EXTRACT_TRUNK_FEATURES_ONLY=True",
         s + "SHOULD_FLATTEN_FEATS=True",
-        s + "LINEAR_EVAL_FEAT_POOL_OPS_MAP=" + hydra_value([[spec.layer, list(spec.vissl_pool_op)]]),
+        s + "LINEAR_EVAL_FEAT_POOL_OPS_MAP=" + pool_map,
         f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={ckpt}",
         "config.MODEL.WEIGHTS_INIT.STATE_DICT_KEY_NAME=classy_state_dict",
         f"config.EXTRACT_FEATURES.OUTPUT_DIR={out_dir}",
@@ -201,11 +214,13 @@ def vissl_overrides(n: int, spec: FeatureSpec, args: argparse.Namespace, ckpt: s
     ]
 
 
-_LOG_LINE = re.compile(r"^(?:INFO|WARNING|ERROR|DEBUG) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+):\s*\d+: (.*)")
+_LOG_LINE = re.compile(
+    r"^(?:INFO|WARNING|ERROR|DEBUG) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\S+):\s*\d+: (.*)"
+)
 
 
 def parse_engine_log(path: str) -> Dict[str, float]:
-    """Wall-clock stamps of VISSL's log: first line, start of the extraction loop, its end."""
+    """Wall-clock stamps of VISSL's log: first line, start and end of the extraction loop."""
     stamps: Dict[str, float] = {}
     with open(path, errors="replace") as f:
         for line in f:
@@ -225,7 +240,8 @@ def load_vissl_cluster_tool() -> Any:
     """VISSL 0.1.6's tools/cluster_features_and_label.py (ships in the vissl wheel)."""
     import vissl
 
-    path = os.path.join(os.path.dirname(os.path.dirname(vissl.__file__)), "tools", "cluster_features_and_label.py")
+    site = os.path.dirname(os.path.dirname(vissl.__file__))
+    path = os.path.join(site, "tools", "cluster_features_and_label.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VISSL's {path} is missing: reinstall vissl==0.1.6")
     spec = importlib.util.spec_from_file_location("vissl_tools_cluster_features_and_label", path)
@@ -283,17 +299,23 @@ def gemm_gflops(rows: int, d: int, k: int, repeats: int = 3) -> float:
 
 
 def faiss_kmeans_floor(x: np.ndarray, k: int, args: argparse.Namespace) -> np.ndarray:
-    km = faiss.Kmeans(x.shape[1], k, niter=args.niter, seed=args.seed,
-                      max_points_per_centroid=args.max_points_per_centroid, verbose=False)
+    km = faiss.Kmeans(
+        x.shape[1], k, niter=args.niter, seed=args.seed,
+        max_points_per_centroid=args.max_points_per_centroid, verbose=False,
+    )
     km.train(x)
     _, labels = km.index.search(x, 1)
     return labels[:, 0]
 
 
-def sklearn_kmeans(x: np.ndarray, k: int, n_train: int, args: argparse.Namespace) -> Tuple[np.ndarray, int]:
+def sklearn_kmeans(
+    x: np.ndarray, k: int, n_train: int, args: argparse.Namespace
+) -> Tuple[np.ndarray, int]:
     from sklearn.cluster import KMeans
 
-    rows = np.random.default_rng(args.seed).choice(len(x), n_train, replace=False) if n_train < len(x) else None
+    rows = None
+    if n_train < len(x):
+        rows = np.random.default_rng(args.seed).choice(len(x), n_train, replace=False)
     km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=args.niter, tol=0.0,
                 algorithm="lloyd", random_state=args.seed)
     km.fit(x if rows is None else x[rows])
@@ -317,7 +339,7 @@ def faiss_thread_probe() -> Dict[str, float]:
     return out
 
 
-def label_agreement(a: np.ndarray, b: np.ndarray) -> float:
+def nmi(a: np.ndarray, b: np.ndarray) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(a, b))
@@ -328,10 +350,16 @@ def median_of(runs: List[Dict[str, Any]], key: str) -> Optional[float]:
     return common.median(vals) if vals else None
 
 
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
 # --------------------------------------------------------------------------- measurements
 
 
-def measure_floor_forward(cfg: Any, ckpt: str, spec: FeatureSpec, args: argparse.Namespace) -> Dict[str, Any]:
+def measure_floor_forward(
+    cfg: Any, ckpt: str, spec: FeatureSpec, args: argparse.Namespace
+) -> Dict[str, Any]:
     dataset = fx.extraction_dataset(cfg, "TRAIN")
     n = len(dataset)
     with common.Timer() as prep:
@@ -348,16 +376,18 @@ def measure_floor_forward(cfg: Any, ckpt: str, spec: FeatureSpec, args: argparse
         times.append(t.s)
     del images, trunk
     gc.collect()
-    return {"forward_s": common.median(times), "forward_runs_s": times, "image_prep_s": prep.s, "feats": feats}
+    return {"forward_s": common.median(times), "forward_runs_s": times,
+            "image_prep_s": prep.s, "feats": feats}
 
 
-def measure_ours(n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ckpt: str, run_dir: str) -> Dict[str, Any]:
+def measure_ours(
+    n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ckpt: str, run_dir: str
+) -> Dict[str, Any]:
     runs, feats, labels = [], None, None
     for r in range(args.repeats):
         out_dir = fresh_dir(os.path.join(run_dir, f"ours_K{k}_r{r}"))
         cfg = ours_config(n, spec, k, args, ckpt, out_dir)
         captured: Dict[str, Any] = {}
-        gc.collect()
         with common.PeakRSS() as mem:
             with watch_extraction(mem, captured):
                 t0 = time.perf_counter()
@@ -383,9 +413,16 @@ def measure_ours(n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ck
     return {"runs": runs, "feats": feats, "labels": labels}
 
 
-def measure_vissl_engine(n: int, spec: FeatureSpec, args: argparse.Namespace, ckpt: str, run_dir: str,
-                         transforms: List[Dict[str, Any]]) -> Dict[str, Any]:
-    runs, out_dir, overrides = [], "", []
+def measure_vissl_engine(
+    n: int,
+    spec: FeatureSpec,
+    args: argparse.Namespace,
+    ckpt: str,
+    run_dir: str,
+    transforms: List[Dict[str, Any]],
+) -> Dict[str, Any]:
+    runs: List[Dict[str, Any]] = []
+    out_dir, cmd = "", []
     for r in range(args.repeats):
         out_dir = fresh_dir(os.path.join(run_dir, f"vissl_features_r{r}"))
         overrides = vissl_overrides(n, spec, args, ckpt, out_dir, transforms)
@@ -402,24 +439,37 @@ def measure_vissl_engine(n: int, spec: FeatureSpec, args: argparse.Namespace, ck
             return {"error": f"exit code {proc.returncode}; log {log}; last lines:\n{tail}",
                     "command": shlex.join(cmd)}
         st = parse_engine_log(log)
+        loop = None
+        if {"loop_start", "loop_end"} <= st.keys():
+            loop = st["loop_end"] - st["loop_start"]
         runs.append({
             "wall_s": t_exit - t_launch,
             "startup_s": st["loop_start"] - t_launch if "loop_start" in st else None,
-            "loop_s": st["loop_end"] - st["loop_start"] if {"loop_start", "loop_end"} <= st.keys() else None,
-            "interpreter_to_first_log_s": st["first_log"] - t_launch if "first_log" in st else None,
+            "loop_s": loop,
+            "launch_to_first_log_s": st["first_log"] - t_launch if "first_log" in st else None,
             "num_shard_files": len([p for p in os.listdir(out_dir) if p.endswith("_features.npy")]),
             "log": log,
         })
         if not args.keep and r < args.repeats - 1:
             shutil.rmtree(out_dir, ignore_errors=True)
-    return {"runs": runs, "features_dir": out_dir, "overrides": overrides,
-            "command": shlex.join([sys.executable, ENGINE_TOOL, "engine_name=extract_features", *overrides]),
+    return {"runs": runs, "features_dir": out_dir, "overrides": cmd[3:], "command": shlex.join(cmd),
             "children_max_rss_bytes": common.children_max_rss_bytes()}
 
 
-def measure_vissl_cluster(tool: Any, vcfg: Any, n: int, k: int, spec: FeatureSpec, args: argparse.Namespace,
-                          features_dir: str, run_dir: str) -> Dict[str, Any]:
+def measure_vissl_cluster(
+    tool: Any,
+    vcfg: Any,
+    n: int,
+    k: int,
+    spec: FeatureSpec,
+    args: argparse.Namespace,
+    features_dir: str,
+    run_dir: str,
+) -> Dict[str, Any]:
+    from vissl.utils.io import load_file
+
     runs, labels = [], None
+    # our in-memory data source has no image paths; the tool only stores them
     tool.get_image_paths = lambda cfg, split: [f"{split.lower()}/{i}" for i in range(n)]
     for r in range(args.repeats):
         out_dir = fresh_dir(os.path.join(run_dir, f"vissl_cluster_K{k}_r{r}"))
@@ -428,15 +478,12 @@ def measure_vissl_cluster(tool: Any, vcfg: Any, n: int, k: int, spec: FeatureSpe
         c.FEATURES.PATH, c.FEATURES.LAYER_NAME = features_dir, spec.layer
         c.FEATURES.DATA_PARTITION, c.FEATURES.TEST_PARTITION = "TRAIN", ""
         c.FEATURES.DATASET_NAME, c.FEATURES.DIMENSIONALITY_REDUCTION = "fashion_mnist", 0
-        gc.collect()
         with stdout_to(os.path.join(run_dir, f"vissl_cluster_K{k}_r{r}.log")):
             with common.PeakRSS() as mem, common.Timer() as t:
                 tool.cluster_features(vcfg)
         # the tool's _labels.npy follows the order in which the shards were listed; its
         # .pkl has the sample indices to put the labels back in dataset order
         pkl = [p for p in os.listdir(out_dir) if p.endswith(".pkl")][0]
-        from vissl.utils.io import load_file
-
         out = load_file(os.path.join(out_dir, pkl))
         order = np.asarray(out["sample_indices"], dtype=np.int64)
         labels = np.empty(n, dtype=np.int64)
@@ -451,29 +498,30 @@ def measure_vissl_cluster(tool: Any, vcfg: Any, n: int, k: int, spec: FeatureSpe
 def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dict[str, Any]:
     n, d = x.shape
     n_train = min(n, k * args.max_points_per_centroid)
-    out: Dict[str, Any] = {"n_train": n_train}
-    fl, ok, sk = [], [], []
+    floor_t, ours_t, sk_t = [], [], []
     floor_labels = ours_labels = None
     sk_iters = None
     for _ in range(args.repeats):
         with common.Timer() as t:
             floor_labels = faiss_kmeans_floor(x, k, args)
-        fl.append(t.s)
+        floor_t.append(t.s)
         with common.Timer() as t:
             res = clustering.run_kmeans(x, k, niter=args.niter, seed=args.seed,
                                         max_points_per_centroid=args.max_points_per_centroid)
-        ok.append(t.s)
+        ours_t.append(t.s)
         ours_labels = res.labels
         if not args.no_sklearn:
             with common.Timer() as t:
                 _, sk_iters = sklearn_kmeans(x, k, n_train, args)
-            sk.append(t.s)
+            sk_t.append(t.s)
     gflops = gemm_gflops(n_train, d, k)
-    flops = 2.0 * k * d * (n_train * args.niter + n)  # niter assignment GEMMs on the training rows + final assignment
-    out.update({
-        "faiss_floor_s": common.median(fl),
-        "ours_run_kmeans_s": common.median(ok),
-        "sklearn_s": common.median(sk) if sk else None,
+    # niter assignment GEMMs on the rows faiss trains on + the final assignment of all N
+    flops = 2.0 * k * d * (n_train * args.niter + n)
+    return {
+        "n_train": n_train,
+        "faiss_floor_s": common.median(floor_t),
+        "ours_run_kmeans_s": common.median(ours_t),
+        "sklearn_s": common.median(sk_t) if sk_t else None,
         "sklearn_iters": sk_iters,
         "gemm_gflops": gflops,
         "kmeans_gflop": flops / 1e9,
@@ -481,8 +529,7 @@ def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dic
         "gemm_floor_s": flops / gflops / 1e9,
         "floor_labels": floor_labels,
         "ours_labels": ours_labels,
-    })
-    return out
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -490,23 +537,29 @@ def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dic
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="10000,60000", help="N, comma-separated (Fashion-MNIST train: <= 60000)")
+    p.add_argument("--sizes", default="10000,60000",
+                   help="N, comma-separated (Fashion-MNIST train: <= 60000)")
     p.add_argument("--dims", default="512,2048",
-                   help=f"feature dims {sorted(DEFAULT_SPEC)} or spec names {sorted(SPECS)}, comma-separated")
+                   help=f"feature dims {sorted(DEFAULT_SPEC)} or spec names {sorted(SPECS)}")
     p.add_argument("--ks", default="100,1000", help="K, comma-separated")
     p.add_argument("--niter", type=int, default=20, help="k-means iterations (all methods)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-points-per-centroid", type=int, default=256,
-                   help="faiss sub-sampling (ours' default; VISSL's tool uses faiss' default, also 256)")
-    p.add_argument("--batch-size", type=int, default=256, help="extraction batch (ours, VISSL, floor)")
-    p.add_argument("--repeats", type=int, default=1, help="runs per measurement; the median is reported")
+                   help="faiss sub-sampling (ours' default; VISSL's tool: faiss' default, 256)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="extraction batch (ours, VISSL, floor)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per measurement; the median is reported")
     p.add_argument("--data-path", default=DEFAULT_DATA)
     p.add_argument("--workdir", default=os.path.join(common.WORK_DIR, "cluster_step_speed"))
     p.add_argument("--no-vissl", action="store_true", help="skip VISSL's route")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn KMeans")
-    p.add_argument("--keep", action="store_true", help="keep label files and VISSL's feature shards")
-    p.add_argument("--quick", action="store_true", help="N=2000, D=128 (w16avg), K=50: about a minute")
-    p.add_argument("--name", default="", help="results file name (default cluster_step_speed[_quick])")
+    p.add_argument("--keep", action="store_true",
+                   help="keep label files and VISSL's feature shards in --workdir")
+    p.add_argument("--quick", action="store_true",
+                   help="N=2000, D=128 (w16avg), K=50: about a minute")
+    p.add_argument("--name", default="",
+                   help="results file name (default cluster_step_speed[_quick])")
     args = p.parse_args()
     if args.quick:
         args.sizes, args.dims, args.ks = "2000", "w16avg", "50"
@@ -521,6 +574,68 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def run_group(
+    n: int, spec: FeatureSpec, ckpt: str, tool: Any, args: argparse.Namespace,
+    results: List[Dict[str, Any]], errors: List[str],
+) -> None:
+    """Every measurement of one (N, feature spec), for every K."""
+    group = f"N={n} {spec.name}"
+    run_dir = fresh_dir(os.path.join(args.workdir, f"N{n}_{spec.name}"))
+    cfg0 = ours_config(n, spec, args.k_list[0], args, ckpt, os.path.join(run_dir, "unused"))
+    transforms = [dict(t) for t in cfg0.VCF.CLUSTERFIT.TRANSFORMS]
+
+    print(f"[{group}] floor: forward pass alone ...", flush=True)
+    floor = measure_floor_forward(cfg0, ckpt, spec, args)
+    feats_floor = floor.pop("feats")
+    x, _ = clustering.preprocess_features(feats_floor, pca_dim=0, l2_norm=True)
+
+    engine: Dict[str, Any] = {}
+    vissl_diff, vcfg = None, None
+    if tool is not None:
+        print(f"[{group}] VISSL extract_features engine (subprocess) ...", flush=True)
+        engine = measure_vissl_engine(n, spec, args, ckpt, run_dir, transforms)
+        if "error" in engine:
+            errors.append(f"{group}: VISSL engine failed: {engine['error']}")
+            print(errors[-1], flush=True)
+        else:
+            from vissl.utils.extract_features_utils import ExtractedFeaturesLoader
+
+            vf = ExtractedFeaturesLoader.load_features(
+                engine["features_dir"], "train", spec.layer, flatten_features=True
+            )["features"]
+            if vf.shape == feats_floor.shape:
+                vissl_diff = float(np.abs(vf - feats_floor).max())
+            else:
+                errors.append(f"{group}: VISSL features {vf.shape} != ours {feats_floor.shape}")
+            del vf
+            _, vcfg = compose_config(engine["overrides"], dump_config=False)
+
+    for k in args.k_list:
+        if k > n:
+            continue
+        tag = f"[{group} K={k}]"
+        print(f"{tag} ours: cluster_dataset ...", flush=True)
+        ours = measure_ours(n, spec, k, args, ckpt, run_dir)
+        ours_diff = float(np.abs(ours.pop("feats") - feats_floor).max())
+        print(f"{tag} k-means alone: faiss floor / run_kmeans / scikit-learn ...", flush=True)
+        km = measure_kmeans_alone(x, k, args)
+        vissl_cluster: Dict[str, Any] = {}
+        if vcfg is not None:
+            print(f"{tag} VISSL cluster_features_and_label ...", flush=True)
+            try:
+                vissl_cluster = measure_vissl_cluster(
+                    tool, vcfg, n, k, spec, args, engine["features_dir"], run_dir
+                )
+            except Exception as e:  # report it and go on with the other measurements
+                errors.append(f"{tag} VISSL cluster tool failed: {type(e).__name__}: {e}")
+                print(errors[-1], flush=True)
+        results.append(summarise(n, spec, feats_floor, k, args, floor, ours, km, engine,
+                                 vissl_cluster, ours_diff, vissl_diff))
+        common.print_table([results[-1]], E2E_COLS)
+    if not args.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def main() -> None:
     args = parse_args()
     machine = common.machine_info()
@@ -529,89 +644,38 @@ def main() -> None:
     tool = None if args.no_vissl else load_vissl_cluster_tool()
     results: List[Dict[str, Any]] = []
     errors: List[str] = []
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch_threads']} threads, "
-          f"faiss {machine.get('faiss')} ({machine.get('faiss_omp_threads')} threads), GPU {machine['gpu']}; "
-          f"load avg {machine['load_avg_at_start']}; faiss k-means probe (4000x128, K=50) "
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, "
+          f"torch {machine['torch_threads']} threads, faiss {machine.get('faiss')} "
+          f"({machine.get('faiss_omp_threads')} threads), GPU {machine['gpu']}; "
+          f"load avg {machine['load_avg_at_start']}; faiss k-means probe "
           f"{machine['faiss_kmeans_probe']}", flush=True)
-
     for spec in args.spec_list:
         ckpt = save_npre(os.path.join(args.workdir, f"npre_{spec.name}"), spec, seed=args.seed)
         for n in args.size_list:
-            group = f"N={n} {spec.name}"
-            run_dir = fresh_dir(os.path.join(args.workdir, f"N{n}_{spec.name}"))
-            cfg0 = ours_config(n, spec, args.k_list[0], args, ckpt, os.path.join(run_dir, "unused"))
-            transforms = [dict(t) for t in cfg0.VCF.CLUSTERFIT.TRANSFORMS]
-
-            print(f"[{group}] floor: forward pass alone ...", flush=True)
-            floor = measure_floor_forward(cfg0, ckpt, spec, args)
-            feats_floor = floor.pop("feats")
-            d = feats_floor.shape[1]
-            x, _ = clustering.preprocess_features(feats_floor, pca_dim=0, l2_norm=True)
-
-            vissl_engine: Dict[str, Any] = {}
-            vissl_feats_diff = None
-            vcfg = None
-            if tool is not None:
-                print(f"[{group}] VISSL extract_features engine (subprocess) ...", flush=True)
-                vissl_engine = measure_vissl_engine(n, spec, args, ckpt, run_dir, transforms)
-                if "error" in vissl_engine:
-                    errors.append(f"{group}: VISSL engine failed: {vissl_engine['error']}")
-                    print(errors[-1], flush=True)
-                else:
-                    from vissl.utils.extract_features_utils import ExtractedFeaturesLoader
-
-                    vf = ExtractedFeaturesLoader.load_features(vissl_engine["features_dir"], "train", spec.layer,
-                                                               flatten_features=True)["features"]
-                    vissl_feats_diff = float(np.abs(vf - feats_floor).max()) if vf.shape == feats_floor.shape else None
-                    if vissl_feats_diff is None:
-                        errors.append(f"{group}: VISSL features {vf.shape} != ours {feats_floor.shape}")
-                    del vf
-                    _, vcfg = compose_config(vissl_engine["overrides"], dump_config=False)
-
-            for k in args.k_list:
-                if k > n:
-                    continue
-                tag = f"[{group} K={k}]"
-                print(f"{tag} ours: cluster_dataset ...", flush=True)
-                ours = measure_ours(n, spec, k, args, ckpt, run_dir)
-                ours_feats_diff = float(np.abs(ours.pop("feats") - feats_floor).max())
-                print(f"{tag} k-means alone: faiss floor / run_kmeans / scikit-learn ...", flush=True)
-                km = measure_kmeans_alone(x, k, args)
-                vissl_cluster: Dict[str, Any] = {}
-                if vcfg is not None:
-                    print(f"{tag} VISSL cluster_features_and_label ...", flush=True)
-                    try:
-                        vissl_cluster = measure_vissl_cluster(tool, vcfg, n, k, spec, args,
-                                                              vissl_engine["features_dir"], run_dir)
-                    except Exception as e:  # report and go on with the other measurements
-                        errors.append(f"{tag} VISSL cluster tool failed: {type(e).__name__}: {e}")
-                        print(errors[-1], flush=True)
-                results.append(summarise(n, spec, d, k, args, floor, ours, km, vissl_engine, vissl_cluster,
-                                         ours_feats_diff, vissl_feats_diff, feats_floor.nbytes))
-                print_row(results[-1])
-            if not args.keep:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            del feats_floor, x
+            run_group(n, spec, ckpt, tool, args, results, errors)
             gc.collect()
-
     report(args, machine, results, errors)
 
 
-def summarise(n: int, spec: FeatureSpec, d: int, k: int, args: argparse.Namespace, floor: Dict[str, Any],
-              ours: Dict[str, Any], km: Dict[str, Any], ve: Dict[str, Any], vc: Dict[str, Any],
-              ours_feats_diff: float, vissl_feats_diff: Optional[float], f_bytes: int) -> Dict[str, Any]:
-    o = ours["runs"]
+def summarise(
+    n: int, spec: FeatureSpec, feats: np.ndarray, k: int, args: argparse.Namespace,
+    floor: Dict[str, Any], ours: Dict[str, Any], km: Dict[str, Any], ve: Dict[str, Any],
+    vc: Dict[str, Any], ours_diff: float, vissl_diff: Optional[float],
+) -> Dict[str, Any]:
+    o, ve_runs, vc_runs = ours["runs"], ve.get("runs", []), vc.get("runs", [])
+    f_bytes = feats.nbytes
     ours_s = median_of(o, "total_s")
     floor_s = floor["forward_s"] + km["faiss_floor_s"]
-    ve_runs = ve.get("runs", [])
-    vc_runs = vc.get("runs", [])
     v_wall, v_loop = median_of(ve_runs, "wall_s"), median_of(ve_runs, "loop_s")
     v_cluster = median_of(vc_runs, "cluster_s")
     vissl_s = v_wall + v_cluster if v_wall is not None and v_cluster is not None else None
-    vissl_nostart_s = v_loop + v_cluster if v_loop is not None and v_cluster is not None else None
+    vissl_nostart = v_loop + v_cluster if v_loop is not None and v_cluster is not None else None
+    peak = median_of(o, "peak_delta_bytes")
     cluster_extra = median_of(o, "cluster_phase_extra_bytes")
-    row = {
-        "N": n, "D": d, "feature": spec.name, "K": k, "niter": args.niter, "n_train": km["n_train"],
+    vissl_labels = vc.get("labels")
+    return {
+        "N": n, "D": int(feats.shape[1]), "feature": spec.name, "K": k, "niter": args.niter,
+        "n_train": km["n_train"],
         "ours_s": ours_s,
         "ours_until_features_s": median_of(o, "until_features_s"),
         "ours_after_features_s": median_of(o, "after_features_s"),
@@ -625,9 +689,9 @@ def summarise(n: int, spec: FeatureSpec, d: int, k: int, args: argparse.Namespac
         "vissl_engine_startup_s": median_of(ve_runs, "startup_s"),
         "vissl_engine_loop_s": v_loop,
         "vissl_cluster_s": v_cluster,
-        "vissl_nostartup_s": vissl_nostart_s,
-        "vissl_over_ours": vissl_s / ours_s if vissl_s else None,
-        "vissl_nostartup_over_ours": vissl_nostart_s / ours_s if vissl_nostart_s else None,
+        "vissl_nostartup_s": vissl_nostart,
+        "vissl_over_ours": ratio(vissl_s, ours_s),
+        "vissl_nostartup_over_ours": ratio(vissl_nostart, ours_s),
         "vissl_shard_files": ve_runs[0]["num_shard_files"] if ve_runs else None,
         "ours_run_kmeans_s": km["ours_run_kmeans_s"],
         "sklearn_s": km["sklearn_s"],
@@ -636,21 +700,24 @@ def summarise(n: int, spec: FeatureSpec, d: int, k: int, args: argparse.Namespac
         "kmeans_gflop": km["kmeans_gflop"],
         "kmeans_gflop_naive": km["kmeans_gflop_naive_2NKDniter"],
         "gemm_floor_s": km["gemm_floor_s"],
-        "run_kmeans_over_gemm_floor": km["ours_run_kmeans_s"] / km["gemm_floor_s"],
-        "sklearn_over_run_kmeans": km["sklearn_s"] / km["ours_run_kmeans_s"] if km["sklearn_s"] else None,
+        "run_kmeans_over_gemm_floor": ratio(km["ours_run_kmeans_s"], km["gemm_floor_s"]),
+        "sklearn_over_run_kmeans": ratio(km["sklearn_s"], km["ours_run_kmeans_s"]),
         "F_MiB": common.mib(f_bytes),
-        "ours_peak_delta_MiB": common.mib(median_of(o, "peak_delta_bytes")),
-        "ours_peak_over_F": median_of(o, "peak_delta_bytes") / f_bytes,
+        "ours_peak_delta_MiB": common.mib(peak),
+        "ours_peak_over_F": peak / f_bytes,
         "ours_extract_peak_delta_MiB": common.mib(median_of(o, "extract_phase_peak_delta_bytes")),
         "ours_cluster_extra_MiB": common.mib(cluster_extra),
         "ours_cluster_peak_over_F": (f_bytes + cluster_extra) / f_bytes,
-        "vissl_cluster_peak_delta_MiB": common.mib(median_of(vc_runs, "peak_delta_bytes")) if vc_runs else None,
-        "vissl_engine_children_maxrss_MiB": common.mib(ve["children_max_rss_bytes"]) if ve_runs else None,
+        "vissl_cluster_peak_delta_MiB":
+            common.mib(median_of(vc_runs, "peak_delta_bytes")) if vc_runs else None,
+        "vissl_engine_children_maxrss_MiB":
+            common.mib(ve["children_max_rss_bytes"]) if ve_runs else None,
         "memory_method": o[0]["memory_method"],
-        "max_abs_diff_ours_vs_floor_feats": ours_feats_diff,
-        "max_abs_diff_vissl_vs_floor_feats": vissl_feats_diff,
-        "nmi_run_kmeans_vs_faiss_floor": label_agreement(km["ours_labels"], km["floor_labels"]),
-        "nmi_ours_vs_vissl_labels": label_agreement(ours["labels"], vc["labels"]) if vc.get("labels") is not None else None,
+        "max_abs_diff_ours_vs_floor_feats": ours_diff,
+        "max_abs_diff_vissl_vs_floor_feats": vissl_diff,
+        "nmi_run_kmeans_vs_faiss_floor": nmi(km["ours_labels"], km["floor_labels"]),
+        "nmi_ours_vs_vissl_labels": nmi(ours["labels"], vissl_labels)
+        if vissl_labels is not None else None,
         "ours_num_empty": o[0]["num_empty"],
         "ours_runs": o,
         "vissl_engine_runs": ve_runs,
@@ -659,92 +726,114 @@ def summarise(n: int, spec: FeatureSpec, d: int, k: int, args: argparse.Namespac
         "floor_forward_runs_s": floor["forward_runs_s"],
         "spec": asdict(spec),
     }
-    return row
 
 
-E2E_COLS = ["N", "D", "feature", "K", "ours_s", "floor_s", "ours_over_floor", "vissl_s", "vissl_over_ours",
-            "vissl_nostartup_over_ours"]
-BREAKDOWN_COLS = ["N", "D", "K", "ours_until_features_s", "ours_after_features_s", "floor_forward_s",
-                  "floor_image_prep_s", "floor_kmeans_s", "vissl_engine_wall_s", "vissl_engine_startup_s",
-                  "vissl_engine_loop_s", "vissl_cluster_s"]
-KMEANS_COLS = ["N", "D", "K", "n_train", "ours_run_kmeans_s", "floor_kmeans_s", "sklearn_s", "sklearn_iters",
-               "gemm_gflops", "kmeans_gflop", "gemm_floor_s", "run_kmeans_over_gemm_floor", "sklearn_over_run_kmeans"]
-MEM_COLS = ["N", "D", "K", "F_MiB", "ours_peak_delta_MiB", "ours_peak_over_F", "ours_cluster_extra_MiB",
-            "ours_cluster_peak_over_F", "vissl_cluster_peak_delta_MiB", "vissl_engine_children_maxrss_MiB"]
-CHECK_COLS = ["N", "D", "K", "max_abs_diff_ours_vs_floor_feats", "max_abs_diff_vissl_vs_floor_feats",
-              "nmi_run_kmeans_vs_faiss_floor", "nmi_ours_vs_vissl_labels", "ours_num_empty", "vissl_shard_files"]
+E2E_COLS = ["N", "D", "feature", "K", "ours_s", "floor_s", "ours_over_floor", "vissl_s",
+            "vissl_over_ours", "vissl_nostartup_over_ours"]
+BREAKDOWN_COLS = ["N", "D", "K", "ours_until_features_s", "ours_after_features_s",
+                  "floor_forward_s", "floor_image_prep_s", "floor_kmeans_s",
+                  "vissl_engine_wall_s", "vissl_engine_startup_s", "vissl_engine_loop_s",
+                  "vissl_cluster_s"]
+KMEANS_COLS = ["N", "D", "K", "n_train", "ours_run_kmeans_s", "floor_kmeans_s", "sklearn_s",
+               "sklearn_iters", "gemm_gflops", "kmeans_gflop", "gemm_floor_s",
+               "run_kmeans_over_gemm_floor", "sklearn_over_run_kmeans"]
+MEM_COLS = ["N", "D", "K", "F_MiB", "ours_peak_delta_MiB", "ours_peak_over_F",
+            "ours_cluster_extra_MiB", "ours_cluster_peak_over_F", "vissl_cluster_peak_delta_MiB",
+            "vissl_engine_children_maxrss_MiB"]
+CHECK_COLS = ["N", "D", "K", "max_abs_diff_ours_vs_floor_feats",
+              "max_abs_diff_vissl_vs_floor_feats", "nmi_run_kmeans_vs_faiss_floor",
+              "nmi_ours_vs_vissl_labels", "ours_num_empty", "vissl_shard_files"]
+
+NOTES = [
+    "Targets: ours_over_floor <= 1.2, vissl_over_ours >= 2, ours_cluster_peak_over_F <= 1.5. "
+    "Reported, not asserted.",
+    "ours_s: cluster_dataset(cfg) in-process = build N_pre from its checkpoint + extract (data "
+    "loader with the PIL transforms, batch {batch}) + L2-normalise + faiss k-means ({niter} "
+    "iterations, at most {mppc} points per centroid) + write the label files. It runs inside the "
+    "already started N_cf training, so it pays no interpreter start-up.",
+    "vissl_s: VISSL's extract_features engine as a subprocess (wall time including interpreter "
+    "start, imports, config composition, model build and weight loading, as a user pays it) + "
+    "VISSL 0.1.6's tools/cluster_features_and_label.py:cluster_features in-process (reload the "
+    "shards with ExtractedFeaturesLoader, L2-normalise, faiss.Kmeans with the same niter, re-read "
+    "the shards to assign, save .pkl + labels .npy). Its image-path lookup is stubbed with index "
+    "strings: our in-memory data source has no file paths. vissl_nostartup: the engine's "
+    "extraction loop (from its 'Extracting features' log line to 'All Done!') + the cluster tool. "
+    "VISSL's default EXTRACT_FEATURES.CHUNK_THRESHOLD=0 is kept (one shard per batch).",
+    "floor_s: forward pass alone over images transformed beforehand (floor_image_prep_s, not "
+    "counted) with the same trunk, batch and threads, no file I/O + faiss.Kmeans train + assign "
+    "alone on the same matrix.",
+    "gemm_floor_s: FLOPs of the k-means assignment products, 2*K*D*(n_train*niter + N) with "
+    "n_train = min(N, K*max_points_per_centroid) rows faiss trains on, divided by the best "
+    "numpy/torch sgemm GFLOP/s measured here on the (n_train x D) @ (D x K) shape; a lower bound "
+    "that ignores argmin and centroid updates. kmeans_gflop_naive (2*N*K*D*niter, no "
+    "sub-sampling) is in the JSON.",
+    "scikit-learn KMeans: lloyd, init=random, n_init=1, tol=0, max_iter=niter, fitted on n_train "
+    "random rows then predict on all N (the same work as faiss); sklearn_iters < niter means it "
+    "stopped early on unchanged labels.",
+    "Memory: the kernel's peak RSS (VmHWM, reset through /proc/self/clear_refs, after "
+    "malloc_trim) around each call. ours_peak_delta: whole cluster_dataset over the RSS before "
+    "it; ours_cluster_extra: peak of the part after extraction over the RSS when the features "
+    "were returned (which already holds F); ours_cluster_peak_over_F = (F + cluster_extra) / F. "
+    "vissl_engine_children_maxrss: getrusage(RUSAGE_CHILDREN) max RSS of the engine "
+    "subprocesses so far.",
+    "Feature dims on 2 CPU cores: w64avg (512-d) costs ~16x the forward of width 16; r50res3 "
+    "(VISSL resnet-50 res3, 512-d) is a cheaper 512-d option; r50avg gives 2048-d res5 "
+    "features, w16flat a 2048-d flattened map.",
+]
 
 
-def print_row(row: Dict[str, Any]) -> None:
-    common.print_table([row], E2E_COLS)
-
-
-def report(args: argparse.Namespace, machine: Dict[str, Any], results: List[Dict[str, Any]], errors: List[str]) -> None:
+def report(
+    args: argparse.Namespace, machine: Dict[str, Any], results: List[Dict[str, Any]],
+    errors: List[str],
+) -> None:
     tables = [
-        {"title": "End to end: ours vs floor vs VISSL's route (seconds; ratios measured in this run)",
+        {"title": "End to end: ours vs floor vs VISSL's route (seconds; ratios from this run)",
          "columns": E2E_COLS, "rows": results},
         {"title": "Breakdown (seconds)", "columns": BREAKDOWN_COLS, "rows": results},
-        {"title": "k-means alone on the same L2-normalised matrix (seconds)", "columns": KMEANS_COLS, "rows": results},
-        {"title": "Memory (peak RSS deltas, MiB; F = the N x D float32 feature matrix)", "columns": MEM_COLS,
+        {"title": "k-means alone on the same L2-normalised matrix (seconds)",
+         "columns": KMEANS_COLS, "rows": results},
+        {"title": "Memory (peak RSS deltas, MiB; F = the N x D float32 feature matrix)",
+         "columns": MEM_COLS, "rows": results},
+        {"title": "Checks (same features, label agreement)", "columns": CHECK_COLS,
          "rows": results},
-        {"title": "Checks (same features, label agreement)", "columns": CHECK_COLS, "rows": results},
     ]
     for t in tables:
         common.print_table(t["rows"], t["columns"], title=t["title"])
-    specs_used = sorted({r["feature"] for r in results})
-    notes = [
-        "Targets: ours_over_floor <= 1.2, vissl_over_ours >= 2, ours_cluster_peak_over_F <= 1.5. Reported, not asserted.",
-        "ours_s: cluster_dataset(cfg) in-process = build N_pre from its checkpoint + extract (data loader with the "
-        "PIL transforms, batch %d) + L2-normalise + faiss k-means (%d iterations, max %d points per centroid) + "
-        "write the label files. It runs inside the already started N_cf training, so it pays no interpreter start-up."
-        % (args.batch_size, args.niter, args.max_points_per_centroid),
-        "vissl_s: VISSL's extract_features engine as a subprocess (wall time including interpreter start, imports, "
-        "config composition, model build and weight loading, as a user pays it) + VISSL 0.1.6's "
-        "tools/cluster_features_and_label.py:cluster_features in-process (reload the shards with "
-        "ExtractedFeaturesLoader, L2-normalise, faiss.Kmeans with the same niter, re-read the shards to assign, save "
-        ".pkl + labels .npy). Its image-path lookup is stubbed with index strings: our in-memory data source has "
-        "no file paths. vissl_nostartup: the engine's extraction loop (from its 'Extracting features' log line to "
-        "'All Done!') + the cluster tool. VISSL's default EXTRACT_FEATURES.CHUNK_THRESHOLD=0 is kept (one shard "
-        "per batch).",
-        "floor_s: forward pass alone over images transformed beforehand (floor_image_prep_s, not counted) with the "
-        "same trunk, batch and threads, no file I/O + faiss.Kmeans train + assign alone on the same matrix.",
-        "gemm_floor_s: FLOPs of the k-means assignment products, 2*K*D*(n_train*niter + N) with n_train = "
-        "min(N, K*max_points_per_centroid) rows faiss trains on, divided by the best numpy/torch sgemm GFLOP/s "
-        "measured here on the (n_train x D) @ (D x K) shape; a lower bound that ignores argmin and centroid updates. "
-        "kmeans_gflop_naive (2*N*K*D*niter, no sub-sampling) is in the JSON.",
-        "scikit-learn KMeans: lloyd, init=random, n_init=1, tol=0, max_iter=niter, fitted on n_train random rows "
-        "then predict on all N (same work as faiss); sklearn_iters < niter means it stopped on unchanged labels.",
-        "Memory: the kernel's peak RSS (VmHWM, reset via /proc/self/clear_refs) around each call. ours_peak_delta: "
-        "whole cluster_dataset over the RSS before it; ours_cluster_extra: peak of the part after extraction over "
-        "the RSS when the features were returned (which already holds F); ours_cluster_peak_over_F = "
-        "(F + cluster_extra) / F. vissl_engine_children_maxrss: getrusage(RUSAGE_CHILDREN) max RSS of the engine "
-        "subprocesses so far.",
-        "N_pre is untrained (random init, seed %d): the cost of the cluster step does not depend on the weights. "
-        "Features: %s." % (args.seed, "; ".join(f"{s}: {SPECS[s].about}" for s in specs_used)),
-        "Feature dims on 2 CPU cores: w64avg (512-d) is ~16x the forward cost of width 16; r50res3 (VISSL resnet-50 "
-        "res3, 512-d) is a cheaper 512-d option; r50avg gives 2048-d res5 features, w16flat a 2048-d flattened map.",
-    ]
+    used = sorted({r["feature"] for r in results})
+    notes = [n.format(batch=args.batch_size, niter=args.niter, mppc=args.max_points_per_centroid)
+             for n in NOTES]
     notes.append(
-        "Machine check: faiss k-means probe (4000x128, K=50, 20 iterations) %s, threading env %s. When the "
-        "default-threads time is far above the 1-thread time, faiss' OpenMP threads are spin-waiting against other "
-        "load on the machine and every k-means number above is inflated: re-run on a quiet machine."
-        % (machine.get("faiss_kmeans_probe"), machine.get("threading_env") or "{}"))
-    order_flags = [r["labels_file_in_dataset_order"] for res in results for r in res["vissl_cluster_runs"]]
-    if order_flags and not all(order_flags):
-        notes.append("VISSL's <prefix>_labels.npy is written in shard-listing order, not dataset order, when there "
-                     "are several shards (its .pkl holds the sample indices, used here to compare labels).")
-    if errors:
-        notes += ["ERROR: " + e.replace("\n", " | ") for e in errors]
+        f"N_pre is untrained (random init, seed {args.seed}): the cost of the cluster step does "
+        "not depend on the weights. Features: "
+        + "; ".join(f"{s}: {SPECS[s].about}" for s in used) + "."
+    )
+    notes.append(
+        f"Machine check: faiss k-means probe (4000x128, K=50, 20 iterations) "
+        f"{machine.get('faiss_kmeans_probe')}, threading env {machine.get('threading_env')}. "
+        "When the default-threads time is far above the 1-thread time, faiss' OpenMP threads are "
+        "spin-waiting against other load on the machine and the k-means numbers are inflated: "
+        "re-run on a quiet machine."
+    )
+    flags = [r["labels_file_in_dataset_order"] for res in results
+             for r in res["vissl_cluster_runs"]]
+    if flags and not all(flags):
+        notes.append(
+            "VISSL's <prefix>_labels.npy is written in shard-listing order, not dataset order, "
+            "when there are several shards (its .pkl holds the sample indices, used here)."
+        )
+    notes += ["ERROR: " + e.replace("\n", " | ") for e in errors]
     name = args.name or ("cluster_step_speed_quick" if args.quick else "cluster_step_speed")
     slim_args = {k: v for k, v in vars(args).items() if k != "spec_list"}
     slim_args["specs"] = [s.name for s in args.spec_list]
     paths = common.write_results(
-        name, machine, tables=tables, data={"args": slim_args, "results": results, "errors": errors}, notes=notes,
-        title="ClusterFit cluster step: ours vs VISSL's route vs the floor",
+        name, machine, tables=tables,
+        data={"args": slim_args, "results": results, "errors": errors},
+        notes=notes, title="ClusterFit cluster step: ours vs VISSL's route vs the floor",
     )
     if errors:
         print("\nERRORS:\n" + "\n".join(errors))
-    print(f"\nwrote {paths['md']} and {paths['json']} (benchmark wall time {common.elapsed_s():.0f} s)")
+    print(f"\nwrote {paths['md']} and {paths['json']} "
+          f"(benchmark wall time {common.elapsed_s():.0f} s)")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,15 @@ def command_line() -> str:
     return shlex.join([sys.executable] + sys.argv)
 
 
+_THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+)
+
+
 def machine_info() -> Dict[str, Any]:
     import numpy as np
     import torch
@@ -88,7 +97,7 @@ def machine_info() -> Dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threading_env": {
             k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+            for k in _THREAD_ENV
             if k in os.environ
         },
         "git_commit": git_commit(),
@@ -271,7 +280,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Iterable[Dict[str, Any]], columns: Sequence[str], markdown: bool = False) -> str:
+def format_table(
+    rows: Iterable[Dict[str, Any]], columns: Sequence[str], markdown: bool = False
+) -> str:
     """Rows (dicts) as an aligned text table, or a GitHub Markdown table."""
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     if markdown:
@@ -313,7 +324,9 @@ def write_results(
         "benchmark": name,
         "machine": machine,
         "wall_time_s": wall,
-        "tables": [dict(t, rows=[{c: r.get(c) for c in t["columns"]} for r in t["rows"]]) for t in tables],
+        "tables": [
+            dict(t, rows=[{c: r.get(c) for c in t["columns"]} for r in t["rows"]]) for t in tables
+        ],
         "data": data,
         "notes": list(notes),
     }
@@ -336,7 +349,8 @@ def write_results(
         "",
     ]
     for table in tables:
-        md += [f"## {table['title']}", "", format_table(table["rows"], table["columns"], markdown=True), ""]
+        body = format_table(table["rows"], table["columns"], markdown=True)
+        md += [f"## {table['title']}", "", body, ""]
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     md_path = os.path.join(RESULTS_DIR, f"{name}.md")

@@ -157,3 +157,20 @@ def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tm
     log = open(os.path.join(out, "log.txt")).read()
     assert "resuming with the targets of epoch 0" in log, log[-3000:]
     assert [r["epoch"] for r in rounds] == [0, 2, 2], rounds
+
+
+def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
+    out = str(tmp_path / "deeper")
+    run_tool(["config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
+              f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={rotnet_ckpt}", "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=2",
+              "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=3", "config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes=3",
+              "config.MODEL.HEAD.PARAMS=[[vcf_hierarchical_head,{in_dim:128,num_super_classes:8,num_sub_classes:3}]]",
+              "config.LOSS.vcf_hierarchical_loss.num_super_classes=8", "config.LOSS.vcf_hierarchical_loss.num_sub_classes=3",
+              *TINY, *data_overrides(idx_dir, train_labels=False)])
+    final_ckpt(out)
+    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
+    assert rounds[0]["algorithm"] == "two-level kmeans" and rounds[0]["num_clusters"] == 6
+    log = open(os.path.join(out, "log.txt")).read()
+    assert f"Initializing model from: {rotnet_ckpt}" in log
+    losses = [json.loads(l)["loss"] for l in open(os.path.join(out, "stdout.json"))]
+    assert losses and all(np.isfinite(losses))

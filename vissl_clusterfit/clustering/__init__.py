@@ -7,6 +7,7 @@ Clustering (thesis Sec. 2.4 / 3.2) and clustering metrics.
 """
 
 from .distributed_kmeans import distributed_kmeans
+from .hierarchical import hierarchical_kmeans
 from .kmeans import KMeansResult, assign_to_centroids, run_kmeans
 from .metrics import ami, cluster_metrics, cluster_sizes, nmi, num_empty, purity
 from .pic import make_knn_graph, run_pic
@@ -30,6 +31,7 @@ __all__ = [
     "cluster_metrics",
     "cluster_sizes",
     "distributed_kmeans",
+    "hierarchical_kmeans",
     "l2_normalize",
     "make_knn_graph",
     "nmi",

@@ -4,7 +4,7 @@ VISSL has no decorator for data sources: they go into ``vissl.data.DATASET_SOURC
 """
 from vissl.data import DATASET_SOURCE_MAP
 
-from vissl_clusterfit.data import jigsaw_permutations, label_sources  # noqa: F401
+from vissl_clusterfit.data import jigsaw_permutations, label_sources, rotation_cluster_collator  # noqa: F401
 from vissl_clusterfit.data.digits import DigitsSource
 from vissl_clusterfit.data.fashion_mnist import FashionMNISTSource
 

@@ -76,5 +76,9 @@ class ArrayImageSource(Dataset):
     def __getitem__(self, idx: int) -> Tuple[Image.Image, bool]:
         return Image.fromarray(self.images[idx], mode="L").convert("RGB"), True
 
+    def get_image_paths(self) -> List[str]:
+        """Identifiers in place of file paths (VISSL's cluster tools ask for them)."""
+        return [f"{self.dataset_name}/{self.split}/{int(i)}" for i in self.indices]
+
     def get_labels(self) -> List[int]:
         return self.labels.tolist()

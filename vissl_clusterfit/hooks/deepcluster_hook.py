@@ -12,6 +12,11 @@ Every T epochs, at the start of the epoch, the hook
 5. logs cluster sizes, empty clusters, NMI with the previous round and NMI/AMI/purity
    against ground truth when the data source has labels (``deepcluster_rounds.jsonl``).
 
+DeeperCluster mode (``DEEPER.ENABLED``; Caron et al. ICCV 2019, Sec. 4): the clustering
+is a two-level k-means (m groups, k sub-clusters each) and the label of an image is its
+code ``group * k + sub``; ``vcf_rotation_cluster_collator`` rotates the images and forms
+the rotation x cluster targets of the hierarchical loss (Eq. 5).
+
 Resume: the labels of the current round are part of the hook's classy state, which
 VISSL saves in every checkpoint, so a resumed run trains on the same targets instead
 of re-clustering from a different model.
@@ -120,7 +125,8 @@ class DeepClusterHook(ClassyHook):
     def _cluster(self, feats: np.ndarray, epoch: int, t_extract: float) -> np.ndarray:
         p = self.params
         k = int(p.NUM_CLUSTERS)
-        if k > len(feats):
+        deeper = p.get("DEEPER", {}) or {}
+        if k > len(feats) and not deeper.get("ENABLED", False):
             raise ValueError(
                 f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={k} is larger than DATA.TRAIN ({len(feats)})"
             )
@@ -130,7 +136,16 @@ class DeepClusterHook(ClassyHook):
             feats, pca_dim=pca_dim, whiten=bool(p.WHITEN), l2_norm=True, seed=int(p.SEED) + epoch
         )
         reseeded = 0
-        if p.ALGORITHM == "pic":
+        algorithm = p.ALGORITHM
+        if deeper.get("ENABLED", False):
+            # DeeperCluster: cluster code = group * k + sub; the collator adds rotations
+            num_sub = int(deeper.NUM_SUB)
+            group, sub = clustering.hierarchical_kmeans(
+                x, int(deeper.NUM_GROUPS), num_sub, niter=int(p.NITER), seed=int(p.SEED) + epoch
+            )
+            labels, k = group * num_sub + sub, int(deeper.NUM_GROUPS) * num_sub
+            algorithm = "two-level kmeans"
+        elif p.ALGORITHM == "pic":
             labels = clustering.run_pic(
                 x, n_neighbors=int(p.PIC_NEIGHBORS), sigma=float(p.PIC_SIGMA), seed=int(p.SEED) + epoch
             )
@@ -145,7 +160,7 @@ class DeepClusterHook(ClassyHook):
             previous=np.asarray(previous) if previous is not None else None,
         )
         record = {
-            "round": self.state["round"] + 1, "epoch": epoch, "algorithm": p.ALGORITHM,
+            "round": self.state["round"] + 1, "epoch": epoch, "algorithm": algorithm,
             "n_empty_reseeded": int(reseeded), "extract_s": round(t_extract, 2),
             "cluster_s": round(time.time() - t0, 2), **metrics,
         }
