@@ -102,24 +102,9 @@ def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[st
     return out
 
 
-def _ground_truth(dataset: Any) -> Optional[np.ndarray]:
-    data_obj = dataset.data_objs[0]
-    if hasattr(data_obj, "get_labels"):
-        return np.asarray(data_obj.get_labels(), dtype=np.int64)
-    return None
-
-
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def _broadcast(obj: Any) -> Any:
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _extract(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarray]:
@@ -200,7 +185,7 @@ def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dic
     if rank == 0:
         result_meta = _cluster_and_write(cfg, feats, dataset, settings, fp, t_extract, device, teacher)
     _barrier()
-    return _broadcast(result_meta)
+    return fx.broadcast_from_rank0(result_meta)
 
 
 def _cluster_and_write(
@@ -235,7 +220,7 @@ def _cluster_and_write(
         verbose=False,
     )
     t_cluster = time.time() - t0
-    truth = _ground_truth(dataset)
+    truth = fx.ground_truth(dataset)
     metrics = clustering.cluster_metrics(res.labels, k, truth=truth)
     metrics["n_empty_reseeded"] = int(res.n_empty_reseeded)
     metrics["objective"] = float(res.objective)

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -116,11 +116,7 @@ class DeepClusterHook(ClassyHook):
         labels = None
         if not _dist() or dist.get_rank() == 0:
             labels = self._cluster(feats, epoch, t_extract)
-        if _dist():
-            box = [labels]
-            dist.broadcast_object_list(box, src=0)
-            labels = box[0]
-        return labels
+        return fx.broadcast_from_rank0(labels)
 
     def _cluster(self, feats: np.ndarray, epoch: int, t_extract: float) -> np.ndarray:
         p = self.params
@@ -153,7 +149,7 @@ class DeepClusterHook(ClassyHook):
         else:
             res = clustering.run_kmeans(x, k, niter=int(p.NITER), seed=int(p.SEED) + epoch)
             labels, reseeded = res.labels, res.n_empty_reseeded
-        truth = self._truth()
+        truth = fx.ground_truth(self._extraction_dataset)
         previous = self.state["labels"]
         metrics = clustering.cluster_metrics(
             labels, k, truth=truth,
@@ -169,12 +165,6 @@ class DeepClusterHook(ClassyHook):
         with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
         return labels.astype(np.int64)
-
-    def _truth(self) -> Optional[np.ndarray]:
-        data_obj = self._extraction_dataset.data_objs[0]
-        if hasattr(data_obj, "get_labels"):
-            return np.asarray(data_obj.get_labels(), dtype=np.int64)
-        return None
 
     # -- handing the labels to training ----------------------------------------------
     def _install(self, task: Any, labels: np.ndarray, epoch: int, reset: bool) -> None:

@@ -32,6 +32,23 @@ def _rank_world() -> Tuple[int, int]:
     return 0, 1
 
 
+def broadcast_from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (identity without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def ground_truth(dataset: Any) -> Optional[np.ndarray]:
+    """The data source's class labels (for cluster metrics only), when it has any."""
+    data_obj = dataset.data_objs[0]
+    if hasattr(data_obj, "get_labels"):
+        return np.asarray(data_obj.get_labels(), dtype=np.int64)
+    return None
+
+
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Load a VISSL checkpoint on CPU with clear errors for missing or corrupt files."""
     if not path:
