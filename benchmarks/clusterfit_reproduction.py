@@ -104,6 +104,30 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
+FLAG_HELP = {
+    "scale": "cpu | gpu: which config variants (trunk width 16 / 64)",
+    "pretexts": "N_pre pretexts, comma list of rotnet, jigsaw",
+    "ks": "K values of N_cf, comma list",
+    "seeds": "seeds, comma list: mean and std over them",
+    "data_limit": "Fashion-MNIST train images for N_pre / D_cf (-1 = 60k)",
+    "epochs": "N_pre and N_cf epochs (N_pre 2x: twice as many)",
+    "with_2x": "also N_pre 2x",
+    "with_random": "also a random-init trunk",
+    "eval_train_limit": "VISSL linear probe train images (-1 = 60k)",
+    "eval_test_limit": "VISSL linear probe test images (-1 = 10k)",
+    "eval_epochs": "VISSL linear probe epochs",
+    "eval_digits": "also VISSL linear probes on digits",
+    "num_proc": "processes per VISSL stage",
+    "probes": "run benchmarks/probes.py (k-NN, few-label) on every checkpoint",
+    "probe_targets": "probes.py targets: fmnist,digits",
+    "probe_n_train": "probes.py Fashion-MNIST train images (-1 = 60k)",
+    "probe_n_test": "probes.py Fashion-MNIST test images (-1 = 10k)",
+    "probe_shots": "labelled images per class of the few-label probes",
+    "probe_draws": "few-label draws averaged per probe",
+    "probe_full": "targets with a full-label logistic regression",
+}
+
+
 def _ints(s: str) -> List[int]:
     return [int(x) for x in str(s).split(",") if x.strip()]
 
@@ -324,12 +348,14 @@ def best_k(stats: Dict[str, Any], pretext: str, ks: List[int]) -> Tuple[Optional
 
 
 def comparison(stats: Dict[str, Any], p: Preset) -> Tuple[List[Dict[str, Any]], List[str], Dict[str, Any]]:
-    """Tables and sentences: N_cf (best K) minus N_pre / N_pre 2x per layer, the res5 gap
-    for every K, and the drop from res4 to res5 (the paper's pretext-specific last layer)."""
+    """Tables and summary sentences: N_cf (best K) minus N_pre / N_pre 2x per layer, the
+    res5 gap for every K, and the change from res4 to res5 (the paper: N_pre's last layer
+    is the most specific to its pretext, and ClusterFit helps most there)."""
     tables: List[Dict[str, Any]] = []
     lines: List[str] = []
     data: Dict[str, Any] = {}
     ks = _ints(p.ks)
+    res5_gain: Dict[str, List[float]] = {}
     for pretext in _names(p.pretexts):
         k, criterion = best_k(stats, pretext, ks)
         if k is None:
@@ -337,6 +363,8 @@ def comparison(stats: Dict[str, Any], p: Preset) -> Tuple[List[Dict[str, Any]], 
         ncf = f"N_cf {pretext} K={k}"
         data[pretext] = {"best_k": k, "criterion": criterion, "diffs": {}}
         rows = []
+        # per reference: [res5 diffs], (wins, pairs), significant (+, -)
+        agg: Dict[str, Dict[str, Any]] = {}
         for target in stats:
             for probe in _sorted_probes(stats[target]):
                 models = stats[target][probe]
@@ -345,7 +373,9 @@ def comparison(stats: Dict[str, Any], p: Preset) -> Tuple[List[Dict[str, Any]], 
                 for ref in (f"N_pre {pretext}", f"N_pre 2x {pretext}"):
                     if ref not in models:
                         continue
-                    row: Dict[str, Any] = {"probe": f"{target} {probe}", "N_cf minus": ref.replace(f" {pretext}", "")}
+                    short = ref.replace(f" {pretext}", "")
+                    a = agg.setdefault(short, {"res5": [], "wins": 0, "pairs": 0, "sig_pos": 0, "sig_neg": 0})
+                    row: Dict[str, Any] = {"probe": f"{target} {probe}", "N_cf minus": short}
                     wins, diffs = 0, {}
                     for l in LAYERS:
                         if l in models[ncf] and l in models[ref]:
@@ -353,20 +383,35 @@ def comparison(stats: Dict[str, Any], p: Preset) -> Tuple[List[Dict[str, Any]], 
                             diffs[l] = {"diff": round(d, 2), "se": None if se is None else round(se, 2)}
                             row[l] = _fmt_diff(d, se)
                             wins += d > 0
+                            if se is not None and abs(d) > 2 * se:
+                                a["sig_pos" if d > 0 else "sig_neg"] += 1
                     row["N_cf better at"] = f"{wins}/{len(diffs)}"
                     rows.append(row)
-                    data[pretext]["diffs"][f"{target} {probe} vs {row['N_cf minus']}"] = diffs
+                    a["wins"] += wins
+                    a["pairs"] += len(diffs)
                     if "res5" in diffs:
-                        lines.append(
-                            f"{pretext}, {target} {probe}: N_cf K={k} − {row['N_cf minus']} is "
-                            f"{diffs['res5']['diff']:+.2f} at res5; N_cf better at {wins}/{len(diffs)} layers."
-                        )
+                        a["res5"].append(diffs["res5"]["diff"])
+                    data[pretext]["diffs"][f"{target} {probe} vs {short}"] = diffs
         tables.append({
             "title": f"{pretext}: N_cf at K={k} (best on {criterion}, mean over layers) minus N_pre / N_pre 2x, per layer",
             "columns": ["probe", "N_cf minus"] + LAYERS + ["N_cf better at"], "rows": rows,
         })
-        # res5 gap per K, and the res4 -> res5 drop
+        for short, a in agg.items():
+            if not a["res5"]:
+                continue
+            pos = sum(d > 0 for d in a["res5"])
+            sig = (f"; beyond 2 SE: {a['sig_pos']} better, {a['sig_neg']} worse"
+                   if a["sig_pos"] + a["sig_neg"] or len(_ints(p.seeds)) > 1 else "")
+            lines.append(
+                f"{pretext}: N_cf K={k} vs {short}: better at res5 in {pos}/{len(a['res5'])} probes "
+                f"(mean res5 difference {sum(a['res5']) / len(a['res5']):+.2f} points); better in "
+                f"{a['wins']}/{a['pairs']} (probe, layer) pairs{sig}."
+            )
+            if short == "N_pre":
+                res5_gain[pretext] = a["res5"]
+        # res5 gap per K, and the res4 -> res5 change
         rows_k = []
+        drops: Dict[str, List[float]] = {"N_pre": [], "N_cf": []}
         for target in stats:
             for probe in _sorted_probes(stats[target]):
                 models = stats[target][probe]
@@ -378,17 +423,34 @@ def comparison(stats: Dict[str, Any], p: Preset) -> Tuple[List[Dict[str, Any]], 
                     m = models.get(f"N_cf {pretext} K={kk}")
                     if m and "res5" in m:
                         row[f"K={kk}"] = _fmt_diff(*_diff(m["res5"], npre["res5"]))
-                if "res4" in npre:
-                    row["N_pre res5−res4"] = f"{npre['res5']['mean'] - npre['res4']['mean']:+.2f}"
-                    m = models.get(ncf)
-                    if m and "res4" in m and "res5" in m:
-                        row[f"N_cf K={k} res5−res4"] = f"{m['res5']['mean'] - m['res4']['mean']:+.2f}"
+                m = models.get(ncf)
+                if "res4" in npre and m and "res4" in m and "res5" in m:
+                    d_pre = npre["res5"]["mean"] - npre["res4"]["mean"]
+                    d_cf = m["res5"]["mean"] - m["res4"]["mean"]
+                    row["N_pre res5−res4"], row[f"N_cf K={k} res5−res4"] = f"{d_pre:+.2f}", f"{d_cf:+.2f}"
+                    drops["N_pre"].append(d_pre)
+                    drops["N_cf"].append(d_cf)
                 rows_k.append(row)
         tables.append({
-            "title": f"{pretext}: res5, N_cf minus N_pre for every K; drop from res4 to res5",
+            "title": f"{pretext}: res5, N_cf minus N_pre for every K; change from res4 to res5",
             "columns": ["probe"] + [f"K={kk}" for kk in ks] + ["N_pre res5−res4", f"N_cf K={k} res5−res4"],
             "rows": rows_k,
         })
+        if drops["N_pre"]:
+            n = len(drops["N_pre"])
+            lines.append(
+                f"{pretext}: res5 minus res4, mean over {n} probes: N_pre {sum(drops['N_pre']) / n:+.2f}, "
+                f"N_cf K={k} {sum(drops['N_cf']) / n:+.2f} (N_pre's res5 below its res4 in "
+                f"{sum(d < 0 for d in drops['N_pre'])}/{n} probes, N_cf's in {sum(d < 0 for d in drops['N_cf'])}/{n})."
+            )
+        data[pretext]["res5_minus_res4"] = drops
+    if "rotnet" in res5_gain and "jigsaw" in res5_gain:
+        g = {x: sum(v) / len(v) for x, v in res5_gain.items()}
+        verdict = "larger for Jigsaw, as in the paper" if g["jigsaw"] > g["rotnet"] else "not larger for Jigsaw, unlike the paper"
+        lines.append(
+            f"res5 gain of N_cf over N_pre, mean over probes: RotNet {g['rotnet']:+.2f}, "
+            f"Jigsaw {g['jigsaw']:+.2f}: {verdict}."
+        )
     return tables, lines, data
 
 
@@ -404,7 +466,8 @@ def cluster_table(per_seed_clusters: Dict[int, Dict[str, Any]], p: Preset) -> Di
                 vals = [m["metrics"][key] for m in ms if key in m["metrics"]]
                 if vals:
                     mean, std = _mean_std([float(v) for v in vals])
-                    row[key] = f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+                    fmt = ".3f" if key in ("nmi", "ami", "purity") else ".0f"
+                    row[key] = f"{mean:{fmt}}" + ("" if math.isnan(std) else f" ± {std:{fmt}}")
             rows.append(row)
     return {
         "title": "Clusters of N_pre res5 features vs the (unused) Fashion-MNIST labels",
@@ -422,6 +485,129 @@ def time_table(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
             rows.append({"seed": seed, "stage": f"probes {model}", "s": round(s)})
     return {"title": "Wall time per stage (s; stages reused from an earlier run are not listed)",
             "columns": ["seed", "stage", "s"], "rows": rows}
+
+
+# --------------------------------------------------------------------------- estimate
+
+DIGITS_TRAIN, DIGITS_TEST, FMNIST_TRAIN, FMNIST_TEST = 1257, 540, 60000, 10000
+
+
+def _n(limit: int, total: int) -> int:
+    return total if limit < 0 else limit
+
+
+def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
+    """Seconds the preset ``p`` would take, from the stage times of an earlier run
+    (``calib``: a results JSON of this script, e.g. the tiny preset) on this machine.
+
+    Cost model, fitted on the first seed of the calibration run: a training stage costs
+    ``startup + c_train[pretext] * images * epochs`` (c_train and startup from N_pre vs
+    N_pre 2x, which differ only in epochs); N_cf adds its own startup and the clustering
+    extraction per image; a VISSL linear probe costs ``startup + c_fwd_lin * forward
+    images`` (train images x epochs + test images at the first and last epoch); probes.py
+    costs ``c_extract * images`` plus logistic-regression fits, linear in the number of
+    labelled images. Everything scales linearly with the images, so a calibration on a
+    loaded machine gives a loaded machine's estimate.
+    """
+    cs = calib["settings"]
+    seed = next(iter(calib["per_seed"]))
+    st = calib["stage_time_s"][seed]
+    out = calib["per_seed"][seed]
+    d0, e0 = _n(cs["data_limit"], FMNIST_TRAIN), cs["epochs"]
+    c_train, start_train, start_ncf = {}, {}, {}
+    for x in _names(cs["pretexts"]):
+        t1, t2 = st.get(f"npre_{x}"), st.get(f"npre2x_{x}")
+        if t1 is None:
+            continue
+        if t2 is not None and t2 > t1:
+            c_train[x] = (t2 - t1) / (d0 * e0)
+            start_train[x] = max(0.0, t1 - c_train[x] * d0 * e0)
+        else:
+            start_train[x] = 5.0
+            c_train[x] = max(t1 - 5.0, 0.0) / (d0 * e0)
+        ncf = [v for k, v in st.items() if k.startswith(f"ncf_{x}_k")]
+        if ncf:
+            start_ncf[x] = max(0.0, sum(ncf) / len(ncf) - c_train[x] * d0 * e0)
+    if not c_train:
+        raise ValueError("the calibration run has no N_pre stage times (its stages were reused)")
+    # clustering extraction per image (inside start_ncf at d0 images; rescaled below)
+    ext = [m["time_s"]["extract"] for c in out["clusters"].values() for m in c.values()]
+    c_cluster = (sum(ext) / len(ext)) / d0 if ext else 0.0
+
+    def lin_images(s: Dict[str, Any], n_train: int, n_test: int) -> int:
+        passes = 1 if s["eval_epochs"] == 1 else 2  # TEST_EVERY_NUM_EPOCH=1000: first and last
+        return s["eval_epochs"] * n_train + passes * n_test
+
+    lin_fm = [v for k, v in st.items() if k.startswith("linear_") and not k.startswith("linear_digits_")]
+    lin_dg = [v for k, v in st.items() if k.startswith("linear_digits_")]
+    start_lin = min(start_train.values())
+    imgs_fm = lin_images(cs, _n(cs["eval_train_limit"], FMNIST_TRAIN), _n(cs["eval_test_limit"], FMNIST_TEST))
+    c_lin = max(0.0, sum(lin_fm) / len(lin_fm) - start_lin) / imgs_fm if lin_fm else 0.0
+    if lin_dg:
+        c_lin = max(c_lin, max(0.0, sum(lin_dg) / len(lin_dg) - start_lin) / lin_images(cs, DIGITS_TRAIN, DIGITS_TEST))
+    # probes: extraction per image, fit time a + b * labelled images
+    ext_t, ext_n, fits = 0.0, 0, []
+    for res in out["probes"].values():
+        for target, r in res["targets"].items():
+            ext_t += r["time_s"]["extract"]
+            ext_n += r["n_train"] + r["n_test"]
+            nl = len(r["dims"])
+            for probe, t in r["time_s"].items():
+                if probe.startswith("few"):
+                    fits.append((int(probe[3:]) * 10, t / (nl * cs["probe_draws"])))
+                elif probe == "full":
+                    fits.append((r["n_train"], t / nl))
+    c_ext = ext_t / ext_n if ext_n else 0.0
+    if len(set(n for n, _ in fits)) >= 2:
+        xs, ys = [n for n, _ in fits], [t for _, t in fits]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        b = max(b, 0.0)
+        a = max(my - b * mx, 0.0)
+    else:
+        a, b = (fits[0][1] if fits else 0.0), 0.0
+
+    d, e = _n(p.data_limit, FMNIST_TRAIN), p.epochs
+    pretexts, ks = _names(p.pretexts), _ints(p.ks)
+    ref = next(iter(c_train))
+    est = {"train N_pre / N_pre 2x": 0.0, "train N_cf (incl. clustering)": 0.0,
+           "VISSL linear probes": 0.0, "probes.py": 0.0}
+    for x in pretexts:
+        c, s0 = c_train.get(x, c_train[ref]), start_train.get(x, start_train[ref])
+        est["train N_pre / N_pre 2x"] += s0 + c * d * e + (s0 + c * d * 2 * e if p.with_2x else 0.0)
+        sn = start_ncf.get(x, start_ncf.get(ref, s0))
+        est["train N_cf (incl. clustering)"] += len(ks) * (sn + c_cluster * (d - d0) + c * d * e)
+    n_models = len(pretexts) * (1 + int(p.with_2x) + len(ks)) + int(p.with_random)
+    est["VISSL linear probes"] = n_models * (
+        start_lin + c_lin * lin_images(dataclasses.asdict(p), _n(p.eval_train_limit, FMNIST_TRAIN),
+                                       _n(p.eval_test_limit, FMNIST_TEST))
+        + ((start_lin + c_lin * lin_images(dataclasses.asdict(p), DIGITS_TRAIN, DIGITS_TEST)) if p.eval_digits else 0.0)
+    )
+    if p.probes:
+        per_model = 0.0
+        for target in _names(p.probe_targets):
+            n_tr = _n(p.probe_n_train, FMNIST_TRAIN) if target == "fmnist" else DIGITS_TRAIN
+            n_te = _n(p.probe_n_test, FMNIST_TEST) if target == "fmnist" else DIGITS_TEST
+            per_model += c_ext * (n_tr + n_te)
+            for shots in _ints(p.probe_shots):
+                per_model += len(LAYERS) * p.probe_draws * (a + b * 10 * shots)
+            if target in _names(p.probe_full):
+                per_model += len(LAYERS) * (a + b * n_tr)
+        est["probes.py"] = n_models * per_model
+    seeds = len(_ints(p.seeds))
+    est = {k: round(v * seeds, 0) for k, v in est.items()}
+    est["total"] = round(sum(est.values()), 0)
+    est["_model"] = {  # type: ignore[assignment]
+        "c_train_s_per_image_epoch": {k: round(v, 5) for k, v in c_train.items()},
+        "startup_train_s": {k: round(v, 1) for k, v in start_train.items()},
+        "startup_ncf_s": {k: round(v, 1) for k, v in start_ncf.items()},
+        "c_cluster_extract_s_per_image": round(c_cluster, 5),
+        "c_linear_s_per_forward_image": round(c_lin, 5),
+        "c_probe_extract_s_per_image": round(c_ext, 5),
+        "logreg_fit_s": f"{a:.3f} + {b:.2e} * labelled images",
+        "calibration": calib.get("benchmark"), "calibration_load_avg": calib["machine"].get("load_avg_at_start"),
+    }
+    return est
 
 
 # --------------------------------------------------------------------------- outputs
@@ -533,12 +719,16 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[str, Preset, List[str], argpa
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--name", default="", help="results stem (default clusterfit_reproduction_<preset>)")
     ap.add_argument("--workdir", default=os.path.join(common.WORK_DIR, "clusterfit_reproduction"))
+    ap.add_argument("--estimate-from", default="", metavar="RESULTS_JSON",
+                    help="print the estimated run time of the chosen preset from an earlier run's "
+                         "stage times (e.g. benchmarks/results/clusterfit_reproduction_tiny.json) and exit")
     for f in dataclasses.fields(Preset):
         flag = "--" + f.name.replace("_", "-")
+        help_ = FLAG_HELP.get(f.name, "") + " (default: the preset's)"
         if f.type in (bool, "bool"):
-            ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            ap.add_argument(flag, dest=f.name, type=int if f.type in (int, "int") else str, default=None)
+            ap.add_argument(flag, dest=f.name, type=int if f.type in (int, "int") else str, default=None, help=help_)
     args, rest = ap.parse_known_args(argv)
     bad = [a for a in rest if not a.startswith(("config.", "+config."))]
     if bad:
@@ -555,6 +745,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     for pretext in _names(p.pretexts):
         if pretext not in ("rotnet", "jigsaw"):
             raise ValueError(f"--pretexts: '{pretext}' is not one of rotnet, jigsaw")
+    if args.estimate_from:
+        with open(args.estimate_from) as f:
+            est = estimate_runtime(p, json.load(f))
+        model = est.pop("_model")
+        print(f"[repro] estimated wall time of preset {args.preset} ({json.dumps(dataclasses.asdict(p))}):")
+        for k, v in est.items():
+            print(f"  {k:<32} {v:8.0f} s  ({v / 60:.1f} min)")
+        print(f"  cost model: {json.dumps(model)}")
+        if p.scale != "cpu":
+            print("  (calibrated at scale=cpu: a gpu-scale estimate from it is meaningless)")
+        return {"estimate_s": est, "model": model}
     check_configs(p)
     # only the final test epoch of a linear probe is read: skip the others (VISSL still
     # tests after the first epoch)

@@ -10,9 +10,14 @@ outputs exist. Writes report.json, report.md and PNG plots into pipeline.output_
 prints the per-layer table.
 """
 import sys
+import warnings
 
-from vissl_clusterfit.pipeline import main as pipeline_main
-from vissl_clusterfit.report import accuracy_table
+# the stack's deprecation chatter (torchvision, pkg_resources, torch.jit) would bury the
+# pipeline's own progress lines; each stage's full log is in <stage>/stdout.log
+warnings.filterwarnings("ignore")
+
+from vissl_clusterfit.pipeline import main as pipeline_main  # noqa: E402
+from vissl_clusterfit.report import accuracy_table  # noqa: E402
 
 
 def main(argv) -> None:

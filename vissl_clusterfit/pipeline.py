@@ -100,6 +100,7 @@ class Pipeline:
         print(f"[pipeline] {name}: running (log: {log})", flush=True)
         t0 = time.time()
         env = dict(os.environ)
+        env.setdefault("PYTHONWARNINGS", "ignore")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.s.num_proc)))
         with open(log, "a") as f:
             f.write("$ " + " ".join(cmd) + "\n")
@@ -139,6 +140,8 @@ class Pipeline:
             f"config=vissl_clusterfit/benchmark/linear_{target}_{self.s.scale}",
             f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={checkpoint}",
             f"config.OPTIMIZER.num_epochs={self.s.eval_epochs}",
+            # only the final test pass matters for the report
+            f"config.TEST_EVERY_NUM_EPOCH={self.s.eval_epochs}",
         ]
         if target == "fmnist":
             overrides += [
@@ -253,7 +256,7 @@ def read_final_test_accuracy(metrics_path: str) -> Dict[str, float]:
 
 
 def main(argv: List[str]) -> Dict[str, Any]:
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.WARNING)
     ours = [a for a in argv if a.startswith("pipeline.")]
     rest = [a for a in argv if not a.startswith("pipeline.")]
     bad = [a for a in rest if not a.startswith(("config.", "+config."))]
