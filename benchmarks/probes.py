@@ -32,6 +32,7 @@ Example::
 
 Features are extracted once per (checkpoint, target) and kept in memory only.
 """
+
 import argparse
 import collections
 import json
@@ -76,7 +77,9 @@ class _PooledLayers(torch.nn.Module):
         self.trunk = trunk
         self.layers = list(layers)
 
-    def forward(self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None) -> List[torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
+    ) -> List[torch.Tensor]:
         feats = self.trunk(x, out_feat_keys=self.layers)
         pooled = [
             torch.nn.functional.adaptive_avg_pool2d(f, POOL_GRIDS[name]).flatten(1)
@@ -136,7 +139,9 @@ def extract_target(
     out: Dict[str, Any] = {}
     for split, limit in (("TRAIN", n_train), ("TEST", n_test)):
         dataset = _dataset(target, split, limit if target == "fmnist" else -1, data_path)
-        feats = extract_features([(wrapped, "pooled", "flatten")], dataset, batch_size, device, shard=False)
+        feats = extract_features(
+            [(wrapped, "pooled", "flatten")], dataset, batch_size, device, shard=False
+        )
         out[split.lower()] = feats
         out["y_" + split.lower()] = _labels(dataset)
     # layer slices from one probe image: channel counts follow the trunk's width
@@ -157,12 +162,20 @@ def extract_target(
 
 
 def knn_accuracy(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    k: int = 20, chunk: int = 2048,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    k: int = 20,
+    chunk: int = 2048,
 ) -> float:
     """Top-1 (%) of a k-NN majority vote with cosine similarity on L2-normalised features."""
-    train = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x_train)).float(), dim=1)
-    test = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x_test)).float(), dim=1)
+    train = torch.nn.functional.normalize(
+        torch.from_numpy(np.ascontiguousarray(x_train)).float(), dim=1
+    )
+    test = torch.nn.functional.normalize(
+        torch.from_numpy(np.ascontiguousarray(x_test)).float(), dim=1
+    )
     labels = torch.from_numpy(y_train)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     k = min(k, len(train))
@@ -181,8 +194,14 @@ def knn_accuracy(
 
 
 def _logreg_accuracy(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    mean: np.ndarray, std: np.ndarray, max_iter: int, C: float,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    max_iter: int,
+    C: float,
 ) -> Tuple[float, bool]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -196,7 +215,9 @@ def _logreg_accuracy(
     return acc, converged
 
 
-def few_label_draws(y_train: np.ndarray, per_class: int, draws: int, seed: int) -> Optional[List[np.ndarray]]:
+def few_label_draws(
+    y_train: np.ndarray, per_class: int, draws: int, seed: int
+) -> Optional[List[np.ndarray]]:
     """``draws`` index sets with ``per_class`` train images of every class (seeded);
     None when a class has fewer images than that."""
     classes = np.unique(y_train)
@@ -227,7 +248,9 @@ def run_probes(
     y_train, y_test = feats["y_train"], feats["y_test"]
     t0 = time.time()
     for layer, sl in feats["slices"].items():
-        result["knn"][layer] = round(knn_accuracy(feats["train"][:, sl], y_train, feats["test"][:, sl], y_test, knn_k), 2)
+        result["knn"][layer] = round(
+            knn_accuracy(feats["train"][:, sl], y_train, feats["test"][:, sl], y_test, knn_k), 2
+        )
     result["time_s"]["knn"] = round(time.time() - t0, 2)
     for n in shots:
         t0 = time.time()
@@ -242,9 +265,13 @@ def run_probes(
             mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
             accs = []
             for idx in index_sets:
-                acc, ok = _logreg_accuracy(x_tr[idx], y_train[idx], x_te, y_test, mean, std, max_iter, C)
+                acc, ok = _logreg_accuracy(
+                    x_tr[idx], y_train[idx], x_te, y_test, mean, std, max_iter, C
+                )
                 accs.append(acc)
-                result["converged"][f"{name}/{layer}"] = result["converged"].get(f"{name}/{layer}", True) and ok
+                result["converged"][f"{name}/{layer}"] = (
+                    result["converged"].get(f"{name}/{layer}", True) and ok
+                )
             result[name][layer] = round(float(np.mean(accs)), 2)
             result[name + "_std"][layer] = round(float(np.std(accs)), 2)
         result["time_s"][name] = round(time.time() - t0, 2)
@@ -274,7 +301,16 @@ def cached_features(
     """Features of (checkpoint, target) from the in-memory cache or freshly extracted;
     returns them and the seconds spent (0 when cached)."""
     stat = os.stat(checkpoint)
-    key = (os.path.abspath(checkpoint), stat.st_mtime, config_name or "", target, n_train, n_test, batch_size, data_path)
+    key = (
+        os.path.abspath(checkpoint),
+        stat.st_mtime,
+        config_name or "",
+        target,
+        n_train,
+        n_test,
+        batch_size,
+        data_path,
+    )
     if key in _FEATURE_CACHE:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key], 0.0
@@ -326,10 +362,19 @@ def probe_checkpoint(
     for t in list(targets) + list(full_label):
         if t not in TARGETS:
             raise ValueError(f"probe target '{t}' is not one of {', '.join(TARGETS)}")
-    out: Dict[str, Any] = {"checkpoint": checkpoint, "config_name": config_name, "seed": seed,
-                           "knn_k": knn_k, "shots": list(shots), "draws": draws, "targets": {}}
+    out: Dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "config_name": config_name,
+        "seed": seed,
+        "knn_k": knn_k,
+        "shots": list(shots),
+        "draws": draws,
+        "targets": {},
+    }
     for target in targets:
-        feats, t_extract = cached_features(checkpoint, config_name, target, n_train, n_test, batch_size, device, data_path)
+        feats, t_extract = cached_features(
+            checkpoint, config_name, target, n_train, n_test, batch_size, device, data_path
+        )
         res = run_probes(feats, seed, knn_k, shots, draws, target in full_label, max_iter)
         res["time_s"]["extract"] = round(t_extract, 2)
         res["n_train"], res["n_test"] = len(feats["y_train"]), len(feats["y_test"])
@@ -343,7 +388,11 @@ def probe_checkpoint(
 
 def _table(res: Dict[str, Any]) -> str:
     probes = [p for p in ("knn", "few10", "few100", "full") if res.get(p)]
-    probes += [p for p in res if p.startswith("few") and not p.endswith("_std") and p not in probes and res[p]]
+    probes += [
+        p
+        for p in res
+        if p.startswith("few") and not p.endswith("_std") and p not in probes and res[p]
+    ]
     lines = ["probe    " + "".join(f"{l:>8}" for l in LAYERS)]
     for p in probes:
         lines.append(f"{p:<9}" + "".join(f"{res[p].get(l, float('nan')):8.2f}" for l in LAYERS))
@@ -353,10 +402,15 @@ def _table(res: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
-    p.add_argument("--config-name", default=None,
-                   help="model config when the checkpoint has no train_config.yaml beside it")
+    p.add_argument(
+        "--config-name",
+        default=None,
+        help="model config when the checkpoint has no train_config.yaml beside it",
+    )
     p.add_argument("--targets", default="fmnist,digits")
-    p.add_argument("--n-train", type=int, default=10000, help="Fashion-MNIST train subset (-1 = 60k)")
+    p.add_argument(
+        "--n-train", type=int, default=10000, help="Fashion-MNIST train subset (-1 = 60k)"
+    )
     p.add_argument("--n-test", type=int, default=-1, help="Fashion-MNIST test images (-1 = 10k)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--knn-k", type=int, default=20)
@@ -371,13 +425,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
     t0 = time.time()
     result = probe_checkpoint(
-        args.checkpoint, args.config_name, split(args.targets), args.n_train, args.n_test,
-        args.seed, args.knn_k, [int(s) for s in split(args.shots)], args.draws,
-        split(args.full), batch_size=args.batch_size,
+        args.checkpoint,
+        args.config_name,
+        split(args.targets),
+        args.n_train,
+        args.n_test,
+        args.seed,
+        args.knn_k,
+        [int(s) for s in split(args.shots)],
+        args.draws,
+        split(args.full),
+        batch_size=args.batch_size,
     )
     for target, res in result["targets"].items():
-        print(f"\n{target}: {res['n_train']} train / {res['n_test']} test images, "
-              f"dims {res['dims']}, time {res['time_s']}")
+        print(
+            f"\n{target}: {res['n_train']} train / {res['n_test']} test images, "
+            f"dims {res['dims']}, time {res['time_s']}"
+        )
         print(_table(res))
     print(f"\ntotal {time.time() - t0:.1f}s")
     if args.json:

@@ -140,7 +140,7 @@ class Pipeline:
             f"config=vissl_clusterfit/benchmark/linear_{target}_{self.s.scale}",
             f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={checkpoint}",
             f"config.OPTIMIZER.num_epochs={self.s.eval_epochs}",
-            # only the final test pass matters for the report
+            # the report reads the final test pass; VISSL also always tests after epoch 0
             f"config.TEST_EVERY_NUM_EPOCH={self.s.eval_epochs}",
         ]
         if target == "fmnist":
