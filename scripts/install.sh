@@ -44,6 +44,7 @@ echo "[install] torch 2.14.1 + torchvision 0.29.1"
 echo "[install] vissl 0.1.6 + classy-vision 0.7.0 (--no-deps)"
 "${pip[@]}" --no-deps vissl==0.1.6 classy-vision==0.7.0
 echo "[install] pinned requirements"
+echo "[install] (pip will report that vissl's own pins are not met: expected, they have no Python 3.11 wheels)"
 "${pip[@]}" -r requirements/constraints.txt
 echo "[install] vissl_clusterfit (editable)"
 # compat mode puts the project root on sys.path, so hydra finds our hydra_plugins/

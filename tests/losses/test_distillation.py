@@ -6,7 +6,6 @@ import torch
 
 import vissl_clusterfit  # noqa: F401
 from vissl_clusterfit.losses.distillation_criterion import DistillationCriterion
-from vissl_clusterfit.losses.vcf_distillation_loss import VcfDistillationLoss
 
 
 def reference(student, teacher, t):
