@@ -196,7 +196,7 @@ class Pipeline:
             with open(meta_path) as f:
                 clusters[p] = json.load(f)
         if s.with_random:
-            models["random init"] = self.random_init_checkpoint(sizes)
+            models["random init"] = self.random_init_checkpoint()
         results: Dict[str, Dict[str, Dict[str, float]]] = {"fmnist": {}}
         for label, ckpt in models.items():
             slug = label.replace(" ", "_").replace("=", "")
@@ -219,9 +219,10 @@ class Pipeline:
         write_report(self.out, report)
         return report
 
-    def random_init_checkpoint(self, sizes: List[str]) -> str:
+    def random_init_checkpoint(self, extra_overrides: Optional[List[str]] = None) -> str:
         """A 0-epoch 'training' is not possible in VISSL; save an untrained trunk in the
-        layout VISSL's weight loading expects instead."""
+        layout VISSL's weight loading expects instead. ``extra_overrides`` change the
+        architecture (e.g. a Sobel stem) to match the models it is compared with."""
         path = os.path.join(self.out, "random_init", "random_init.torch")
         if os.path.isfile(path):
             return path
@@ -231,7 +232,8 @@ class Pipeline:
         from vissl_clusterfit.launcher import compose_config
 
         _, cfg = compose_config(
-            [f"config=vissl_clusterfit/pretrain/rotnet_fmnist_{self.s.scale}", "config.CHECKPOINT.DIR=/tmp"],
+            [f"config=vissl_clusterfit/pretrain/rotnet_fmnist_{self.s.scale}", "config.CHECKPOINT.DIR=/tmp",
+             *(extra_overrides or [])],
             dump_config=False,
         )
         torch.manual_seed(self.s.seed)
