@@ -854,6 +854,15 @@ def plot(path: str, stats: Dict[str, Any], p: Preset) -> None:
     plt.close(fig)
 
 
+def _markdown_tables(tables: List[Dict[str, Any]], heading: str) -> List[str]:
+    """Markdown lines for titled tables: heading, blank, table, blank per table."""
+    lines: List[str] = []
+    for t in tables:
+        table = common.format_table(t["rows"], t["columns"], markdown=True)
+        lines += [f"{heading} {t['title']}", "", table, ""]
+    return lines
+
+
 def markdown(
     name: str,
     payload: Dict[str, Any],
@@ -891,13 +900,7 @@ def markdown(
     ]
     if png:
         out += [f"![accuracy per layer]({os.path.basename(png)})", ""]
-    for t in acc_tables:
-        out += [
-            f"## {t['title']}",
-            "",
-            common.format_table(t["rows"], t["columns"], markdown=True),
-            "",
-        ]
+    out += _markdown_tables(acc_tables, "##")
     out += [
         "## N_cf vs N_pre (generated from the numbers above)",
         "",
@@ -910,22 +913,10 @@ def markdown(
         "selected on test accuracy (no validation split), which favours N_cf slightly.",
         "",
     ]
-    for t in cmp_tables:
-        out += [
-            f"### {t['title']}",
-            "",
-            common.format_table(t["rows"], t["columns"], markdown=True),
-            "",
-        ]
+    out += _markdown_tables(cmp_tables, "###")
     if cmp_lines:
         out += ["Summary:", ""] + [f"- {l}" for l in cmp_lines] + [""]
-    for t in extra_tables:
-        out += [
-            f"## {t['title']}",
-            "",
-            common.format_table(t["rows"], t["columns"], markdown=True),
-            "",
-        ]
+    out += _markdown_tables(extra_tables, "##")
     fits, unconverged = logreg_convergence(payload["per_seed"])
     if fits:
         out += [
