@@ -174,3 +174,18 @@ def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
     assert f"Initializing model from: {rotnet_ckpt}" in log
     losses = [json.loads(l)["loss"] for l in open(os.path.join(out, "stdout.json"))]
     assert losses and all(np.isfinite(losses))
+
+
+def test_ncf_distributed_kmeans_one_vs_two_processes(idx_dir, rotnet_ckpt, tmp_path):
+    """DeeperCluster Sec. 4.2 k-means in VISSL's trainer: features stay on their rank,
+    labels equal those of one process."""
+    runs = {}
+    for procs in (1, 2):
+        out = str(tmp_path / f"p{procs}")
+        run_tool(ncf_args(idx_dir, rotnet_ckpt, out, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
+                          "config.VCF.CLUSTERFIT.PCA_DIM=16", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={procs}"))
+        runs[procs] = labels_of(out)
+        log = open(os.path.join(out, "log.txt")).read()
+        assert "distributed k-means" in log, log[-2000:]
+    assert runs[1].shape == (96,) and len(np.unique(runs[1])) == 8
+    np.testing.assert_array_equal(runs[1], runs[2])

@@ -6,7 +6,6 @@ tests compare the concatenated shards with a single-process run.
 """
 
 import os
-import socket
 from typing import Dict, Tuple
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
+from tests.clustering.gloo import error_message, run_on_ranks
 from vissl_clusterfit.clustering import cluster_sizes, distributed_kmeans, nmi
 
 WORLD_SIZE = 2
@@ -52,61 +52,37 @@ def _scenarios() -> Dict[str, Tuple[np.ndarray, int, dict]]:
     }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    import faiss
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
+def _worker(rank: int, out_dir: str) -> None:
+    for name, (x, split, kwargs) in _scenarios().items():
+        shard = x[:split] if rank == 0 else x[split:]
+        result = distributed_kmeans(shard, **kwargs)
+        np.savez(
+            os.path.join(out_dir, f"{name}_{rank}.npz"),
+            labels=result.labels,
+            distances=result.distances,
+            centroids=result.centroids,
+            objective=result.objective,
+            n_empty_reseeded=result.n_empty_reseeded,
+            iterations=result.iterations,
+        )
+    # Invalid K must raise on every rank instead of deadlocking.
+    message = error_message(
+        lambda: distributed_kmeans(_random_data()[:5] if rank == 0 else _random_data()[5:9], k=10)
     )
-    try:
-        for name, (x, split, kwargs) in _scenarios().items():
-            shard = x[:split] if rank == 0 else x[split:]
-            result = distributed_kmeans(shard, **kwargs)
-            np.savez(
-                os.path.join(out_dir, f"{name}_{rank}.npz"),
-                labels=result.labels,
-                distances=result.distances,
-                centroids=result.centroids,
-                objective=result.objective,
-                n_empty_reseeded=result.n_empty_reseeded,
-                iterations=result.iterations,
-            )
-        # Invalid K must raise on every rank instead of deadlocking.
-        try:
-            distributed_kmeans(_random_data()[:5] if rank == 0 else _random_data()[5:9], k=10)
-            message = "no error"
-        except ValueError as err:
-            message = str(err)
-        with open(os.path.join(out_dir, f"k_too_large_{rank}.txt"), "w") as f:
-            f.write(message)
-        # A NaN on one rank only must raise on both.
-        shard = _random_data()[:50].copy()
-        if rank == 1:
-            shard[3, 0] = np.nan
-        try:
-            distributed_kmeans(shard, k=2)
-            message = "no error"
-        except ValueError as err:
-            message = str(err)
-        with open(os.path.join(out_dir, f"nan_{rank}.txt"), "w") as f:
-            f.write(message)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with open(os.path.join(out_dir, f"k_too_large_{rank}.txt"), "w") as f:
+        f.write(message)
+    # A NaN on one rank only must raise on both.
+    shard = _random_data()[:50].copy()
+    if rank == 1:
+        shard[3, 0] = np.nan
+    with open(os.path.join(out_dir, f"nan_{rank}.txt"), "w") as f:
+        f.write(error_message(lambda: distributed_kmeans(shard, k=2)))
 
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("dist_kmeans"))
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), out_dir), nprocs=WORLD_SIZE, join=True)
+    run_on_ranks(_worker, out_dir, WORLD_SIZE)
     return out_dir
 
 

@@ -180,6 +180,31 @@ def test_rank_batches_partition_the_dataset():
                 assert b[0] % 10 == 0 and len(b) <= 10
 
 
+def test_contiguous_rank_batches_cover_the_dataset_in_rank_order():
+    for world in (1, 2, 3, 4):
+        parts = [fx.rank_batches(103, 10, r, world, contiguous=True) for r in range(world)]
+        flat = np.concatenate([np.concatenate(p) for p in parts if p])
+        np.testing.assert_array_equal(flat, np.arange(103))  # rank 0's rows, then rank 1's...
+        assert all(p for p in parts)  # 11 batches: every rank gets one
+        assert all(b[0] % 10 == 0 for p in parts for b in p)  # the same global batches
+
+
+def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
+    cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
+                  "config.VCF.CLUSTERFIT.PCA_DIM=16")
+    meta = ch.cluster_dataset(cfg)
+    labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["labels"])
+    assert labels.shape == (120,) and sorted(np.unique(labels)) == list(range(6))
+    assert meta["settings"]["kmeans_backend"] == "distributed"
+    assert meta["clustered_dim"] == 16 and meta["metrics"]["num_empty"] == 0
+
+
+def test_bad_kmeans_backend(idx_dir, npre, tmp_path):
+    with pytest.raises(ValueError, match="KMEANS_BACKEND=spark is not supported"):
+        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=spark"))
+    assert not os.path.exists(ch.clusterfit_output_dir(ncf_cfg(idx_dir, tmp_path, npre)))
+
+
 def test_pooling():
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
     torch.testing.assert_close(fx.pool_features(x, "avg"), torch.tensor([[5.5, 17.5]]))

@@ -73,3 +73,20 @@ def test_cluster_round_records_metrics(tmp_path, idx_dir, algorithm):
 def test_bad_algorithm(tmp_path, idx_dir):
     with pytest.raises(ValueError, match="ALGORITHM=spectral"):
         DeepClusterHook(dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.ALGORITHM=spectral"))
+
+
+def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
+    cfg = dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed")
+    hook = DeepClusterHook(cfg)
+    from vissl_clusterfit.hooks import feature_extraction as fx
+
+    hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
+    rng = np.random.RandomState(0)
+    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(np.float32)
+    labels = hook._cluster_sharded(feats, epoch=0, t_extract=0.0)
+    assert labels.shape == (90,) and len(np.unique(labels)) == 6
+    rounds = [json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))]
+    assert rounds[0]["algorithm"] == "distributed kmeans"
+    with pytest.raises(ValueError, match="supports ALGORITHM=kmeans without DEEPER only"):
+        DeepClusterHook(dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed",
+                               "config.VCF.DEEPCLUSTER.ALGORITHM=pic"))

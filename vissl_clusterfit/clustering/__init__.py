@@ -2,7 +2,8 @@
 
 Pure numpy / torch / faiss code with no VISSL dependency: feature
 pre-processing (DeepCluster thesis Sec. 4.2), faiss k-means with empty-cluster
-re-seeding, distributed k-means (DeeperCluster Sec. 4.2), Power Iteration
+re-seeding, distributed k-means and the sharded pre-processing around it
+(DeeperCluster Sec. 4.2), Power Iteration
 Clustering (thesis Sec. 2.4 / 3.2) and clustering metrics.
 """
 
@@ -19,10 +20,12 @@ from .preprocess import (
     l2_normalize,
     preprocess_features,
 )
+from .sharded import ShardedClustering, fit_pca_sharded, gather_rows, sharded_kmeans
 
 __all__ = [
     "KMeansResult",
     "PCAWhitening",
+    "ShardedClustering",
     "VALID_ORDERS",
     "ami",
     "apply_preprocessing",
@@ -31,6 +34,8 @@ __all__ = [
     "cluster_metrics",
     "cluster_sizes",
     "distributed_kmeans",
+    "fit_pca_sharded",
+    "gather_rows",
     "hierarchical_kmeans",
     "l2_normalize",
     "make_knn_graph",
@@ -40,4 +45,5 @@ __all__ = [
     "purity",
     "run_kmeans",
     "run_pic",
+    "sharded_kmeans",
 ]

@@ -82,7 +82,9 @@ def check_finite(x: np.ndarray, name: str = "features") -> None:
         )
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
+def l2_normalize(
+    x: np.ndarray, eps: float = 1e-10, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Return a float32 copy of ``x`` with each row scaled to unit L2 norm.
 
     Thesis Sec. 4.2: descriptors are L2-normalised so that k-means on them
@@ -93,14 +95,23 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     Args:
         x: array of shape (N, D).
         eps: lower bound on the norm used as divisor.
+        out: float32 C-contiguous (N, D) array to write into; may be ``x`` itself
+            (in place: the clustering step then holds one copy of the features
+            instead of two).
 
     Returns:
-        float32 array of shape (N, D).
+        float32 array of shape (N, D) (``out`` when given).
     """
     x = _as_2d(x, "features")
     if eps <= 0:
         raise ValueError(f"eps must be > 0 to keep zero rows finite, got {eps}")
-    out = np.empty(x.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    elif out.shape != x.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous float32 array of shape {x.shape}, got "
+            f"{out.dtype} {out.shape}"
+        )
     for start in range(0, x.shape[0], _CHUNK_ROWS):
         # Norms in float64: float32 sums of squares lose ~3 digits for 4096-d rows.
         chunk = x[start:start + _CHUNK_ROWS].astype(np.float64)
@@ -191,7 +202,26 @@ class PCAWhitening:
         # Population covariance (1/n): whitened fitted data then has exactly
         # identity covariance in the same normalisation.
         cov /= n
+        return self.fit_moments(mean, cov)
 
+    def fit_moments(self, mean: np.ndarray, cov: np.ndarray) -> "PCAWhitening":
+        """Set the transform from a float64 mean (D,) and population covariance (D, D).
+
+        :meth:`fit` computes them from one array; the sharded clustering
+        (:mod:`.sharded`) all-reduces them over ranks and calls this on each.
+
+        Returns:
+            ``self``.
+        """
+        mean = np.asarray(mean, dtype=np.float64)
+        cov = np.asarray(cov, dtype=np.float64)
+        d = mean.shape[0]
+        if cov.shape != (d, d):
+            raise ValueError(f"covariance has shape {cov.shape}, expected ({d}, {d})")
+        if self.dim > d:
+            raise ValueError(
+                f"PCA dim={self.dim} must be <= feature_dim={d}; lower the PCA dimension"
+            )
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         order = np.argsort(eigenvalues)[::-1][: self.dim]
         eigenvalues = np.maximum(eigenvalues[order], 0.0)
@@ -289,6 +319,7 @@ def preprocess_features(
     order: str = "pca_l2",
     pca_sample_size: int = 0,
     seed: int = 0,
+    inplace: bool = False,
 ) -> Tuple[np.ndarray, Optional[PCAWhitening]]:
     """Fit and apply the pre-clustering transform (thesis Sec. 4.2).
 
@@ -300,6 +331,7 @@ def preprocess_features(
         order: ``"pca_l2"`` (PCA then L2) or ``"l2_pca"`` (L2, PCA, L2).
         pca_sample_size: rows used to fit the PCA (0 = all), see :meth:`PCAWhitening.fit`.
         seed: seed for the PCA row sample.
+        inplace: allow overwriting ``x`` (see :func:`apply_preprocessing`).
 
     Returns:
         (float32 features, fitted PCA or None when ``pca_dim == 0``).
@@ -312,18 +344,39 @@ def preprocess_features(
     pca: Optional[PCAWhitening] = None
     if pca_dim > 0:
         pca = PCAWhitening(pca_dim, whiten=whiten)
-        fit_input = l2_normalize(x) if (l2_norm and order == "l2_pca") else x
-        pca.fit(fit_input, sample_size=pca_sample_size, seed=seed)
-    return apply_preprocessing(x, pca, l2_norm=l2_norm, order=order), pca
+        if l2_norm and order == "l2_pca":
+            x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
+            inplace = True  # x is now ours (or was allowed to be overwritten)
+        pca.fit(x, sample_size=pca_sample_size, seed=seed)
+        x = pca.transform(x)
+        inplace = True
+    if l2_norm:
+        x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
+    return np.ascontiguousarray(x, dtype=np.float32), pca
+
+
+def _writable_f32(x: np.ndarray) -> bool:
+    return x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
 
 
 def apply_preprocessing(
-    x: np.ndarray, pca: Optional[PCAWhitening], l2_norm: bool, order: str
+    x: np.ndarray,
+    pca: Optional[PCAWhitening],
+    l2_norm: bool,
+    order: str,
+    inplace: bool = False,
 ) -> np.ndarray:
     """Apply the transform of :func:`preprocess_features` with an already fitted PCA.
 
     Used to map a held-out split into the space of the train centroids, so
     it must perform exactly the same steps in the same order.
+
+    Args:
+        inplace: allow overwriting ``x`` when it is a C-contiguous float32 array.
+            The cluster step owns its freshly extracted features, so it
+            L2-normalises them in place: without PCA its peak memory is then
+            one feature matrix instead of two. Intermediate arrays (the PCA
+            output) are always normalised in place.
 
     Returns:
         float32 array (N, pca.dim or D).
@@ -335,9 +388,10 @@ def apply_preprocessing(
         raise ValueError("apply_preprocessing got an unfitted PCAWhitening; fit it first")
     # Without PCA, L2 twice equals L2 once: skip the first pass over the data.
     if order == "l2_pca" and l2_norm and pca is not None:
-        x = l2_normalize(x)
+        x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
     if pca is not None:
         x = pca.transform(x)
+        inplace = True
     if l2_norm:
-        x = l2_normalize(x)
+        x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -4,7 +4,8 @@ ClusterFit (Yan et al., CVPR 2020, Sec. 3.1): features of N_pre on D_cf are clus
 with k-means into K groups and a new network N_cf is trained from scratch on the cluster
 ids with cross-entropy. ``ClusterFitHook.on_start`` does the first half inside the N_cf
 training run, before the first iteration: load N_pre, extract (every rank its shard),
-cluster on rank 0, write the label files (atomically), point the training dataset at them,
+cluster on rank 0 (or, with ``KMEANS_BACKEND=distributed``, on every rank's shard:
+DeeperCluster Sec. 4.2), write the label files (atomically), point the training dataset at them,
 free N_pre. On a re-run or resume, label files whose fingerprint matches the current
 config are reused; files made with other settings are refused.
 
@@ -76,6 +77,7 @@ def clustering_settings(cfg: Any, dataset_len: int) -> Dict[str, Any]:
         "l2_norm": bool(c.L2_NORM),
         "order": c.ORDER,
         "pca_sample_size": int(c.PCA_SAMPLE_SIZE),
+        "kmeans_backend": kmeans_backend(cfg.VCF.CLUSTERFIT, "CLUSTERFIT"),
         "transforms": list(c.TRANSFORMS),
         "batch_size": int(c.BATCHSIZE),
         "distill": bool(c.get("DISTILL", False)),
@@ -88,6 +90,22 @@ def clustering_settings(cfg: Any, dataset_len: int) -> Dict[str, Any]:
             "length": int(dataset_len),
         },
     }
+
+
+KMEANS_BACKENDS = ("faiss", "distributed")
+
+
+def kmeans_backend(params: Any, section: str) -> str:
+    """``faiss``: rank 0 gathers all features and runs faiss k-means (fast on one
+    machine). ``distributed``: the features stay sharded over the ranks, PCA and Lloyd
+    k-means all-reduce statistics only (DeeperCluster Sec. 4.2), bounded memory per rank."""
+    backend = params.get("KMEANS_BACKEND", "faiss")
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(
+            f"config.VCF.{section}.KMEANS_BACKEND={backend} is not supported: use one of "
+            f"{KMEANS_BACKENDS}"
+        )
+    return backend
 
 
 def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -107,7 +125,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _extract(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarray]:
+def _extract(cfg: Any, dataset: Any, device: torch.device, gather: bool = True) -> Optional[np.ndarray]:
     specs = npre_specs(cfg)
     trunks: List[Tuple[torch.nn.Module, str, str]] = []
     for spec in specs:
@@ -121,6 +139,7 @@ def _extract(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarra
         batch_size=int(cfg.VCF.CLUSTERFIT.BATCHSIZE),
         device=device,
         num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
+        gather=gather,
     )
     del trunks  # free N_pre before N_cf trains
     gc.collect()
@@ -178,30 +197,30 @@ def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dic
         )
 
     t0 = time.time()
-    feats = _extract(cfg, dataset, device)
+    distributed = settings["kmeans_backend"] == "distributed"
+    feats = _extract(cfg, dataset, device, gather=not distributed)
     teacher = _teacher_logits(cfg, dataset, device) if settings["distill"] else None
     t_extract = time.time() - t0
     result_meta = None
-    if rank == 0:
-        result_meta = _cluster_and_write(cfg, feats, dataset, settings, fp, t_extract, device, teacher)
+    if distributed:
+        result = _cluster_sharded(cfg, feats)
+        if rank == 0:
+            result_meta = _write(cfg, result, dataset, settings, fp, t_extract, device, teacher)
+    elif rank == 0:
+        result = _cluster_on_rank0(cfg, feats)
+        result_meta = _write(cfg, result, dataset, settings, fp, t_extract, device, teacher)
     _barrier()
     return fx.broadcast_from_rank0(result_meta)
 
 
-def _cluster_and_write(
-    cfg: Any,
-    feats: np.ndarray,
-    dataset: Any,
-    settings: Dict[str, Any],
-    fp: str,
-    t_extract: float,
-    device: torch.device,
-    teacher_logits: Optional[np.ndarray] = None,
-) -> Dict[str, Any]:
+def _cluster_on_rank0(cfg: Any, feats: np.ndarray) -> Dict[str, Any]:
+    """faiss route: all features on this process (ClusterFit Sec. 3.1)."""
     c = cfg.VCF.CLUSTERFIT
     k = int(c.NUM_CLUSTERS)
     t0 = time.time()
+    feature_dim = int(feats.shape[1])
     logging.info(f"[vcf] clustering {feats.shape} features into K={k} (k-means, {c.NITER} iterations)")
+    # in place: the features are ours, so the cluster step holds one copy of them
     x, pca = clustering.preprocess_features(
         feats,
         pca_dim=int(c.PCA_DIM),
@@ -210,7 +229,9 @@ def _cluster_and_write(
         order=c.ORDER,
         pca_sample_size=int(c.PCA_SAMPLE_SIZE),
         seed=int(c.SEED),
+        inplace=True,
     )
+    del feats
     res = clustering.run_kmeans(
         x,
         k,
@@ -219,17 +240,72 @@ def _cluster_and_write(
         max_points_per_centroid=int(c.MAX_POINTS_PER_CENTROID),
         verbose=False,
     )
-    t_cluster = time.time() - t0
+    return {
+        "labels": res.labels, "centroids": res.centroids, "distances": res.distances,
+        "pca": pca, "n_empty_reseeded": res.n_empty_reseeded, "objective": res.objective,
+        "feature_dim": feature_dim, "clustered_dim": int(x.shape[1]), "time": time.time() - t0,
+    }
+
+
+def _cluster_sharded(cfg: Any, feats_local: np.ndarray) -> Optional[Dict[str, Any]]:
+    """Distributed route (DeeperCluster Sec. 4.2): every rank keeps its shard; rank 0
+    receives only the labels and distances. Returns the result on rank 0, None elsewhere."""
+    c = cfg.VCF.CLUSTERFIT
+    k = int(c.NUM_CLUSTERS)
+    t0 = time.time()
+    feature_dim = int(feats_local.shape[1])
+    logging.info(
+        f"[vcf] clustering sharded features ({feats_local.shape} on this rank) into K={k} "
+        f"(distributed k-means, {c.NITER} iterations)"
+    )
+    res = clustering.sharded_kmeans(
+        feats_local,
+        k,
+        pca_dim=int(c.PCA_DIM),
+        whiten=bool(c.WHITEN),
+        l2_norm=bool(c.L2_NORM),
+        order=c.ORDER,
+        pca_sample_size=int(c.PCA_SAMPLE_SIZE),
+        niter=int(c.NITER),
+        seed=int(c.SEED),
+        inplace=True,
+    )
+    del feats_local
+    labels = clustering.gather_rows(res.labels)
+    distances = clustering.gather_rows(res.distances)
+    if labels is None:
+        return None
+    return {
+        "labels": labels, "centroids": res.centroids, "distances": distances,
+        "pca": res.pca, "n_empty_reseeded": res.n_empty_reseeded, "objective": res.objective,
+        "feature_dim": feature_dim, "clustered_dim": res.clustered_dim, "time": time.time() - t0,
+    }
+
+
+def _write(
+    cfg: Any,
+    result: Dict[str, Any],
+    dataset: Any,
+    settings: Dict[str, Any],
+    fp: str,
+    t_extract: float,
+    device: torch.device,
+    teacher_logits: Optional[np.ndarray] = None,
+) -> Dict[str, Any]:
+    """Metrics, meta and the label files (rank 0)."""
+    c = cfg.VCF.CLUSTERFIT
+    k = int(c.NUM_CLUSTERS)
+    labels, pca, t_cluster = result["labels"], result["pca"], result["time"]
     truth = fx.ground_truth(dataset)
-    metrics = clustering.cluster_metrics(res.labels, k, truth=truth)
-    metrics["n_empty_reseeded"] = int(res.n_empty_reseeded)
-    metrics["objective"] = float(res.objective)
+    metrics = clustering.cluster_metrics(labels, k, truth=truth)
+    metrics["n_empty_reseeded"] = int(result["n_empty_reseeded"])
+    metrics["objective"] = float(result["objective"])
     logging.info(f"[vcf] clustered in {t_cluster:.1f}s: {metrics}")
     meta = {
         "num_clusters": k,
-        "num_samples": int(len(res.labels)),
-        "feature_dim": int(feats.shape[1]),
-        "clustered_dim": int(x.shape[1]),
+        "num_samples": int(len(labels)),
+        "feature_dim": result["feature_dim"],
+        "clustered_dim": result["clustered_dim"],
         "fingerprint": fp,
         "settings": settings,
         "metrics": metrics,
@@ -237,12 +313,12 @@ def _cluster_and_write(
     }
     out_dir, name = clusterfit_output_dir(cfg), c.NAME
     write_label_files(
-        out_dir, name, res.labels, res.centroids, res.distances, meta,
+        out_dir, name, labels, result["centroids"], result["distances"], meta,
         pca_state=pca.state_dict() if pca is not None else None,
         extra_arrays={"teacher_logits": teacher_logits} if teacher_logits is not None else None,
     )
     if c.ASSIGN_TEST and "TEST" in cfg.DATA and cfg.DATA.TEST.DATA_SOURCES:
-        _assign_test(cfg, pca, res.centroids, out_dir, name, device)
+        _assign_test(cfg, pca, result["centroids"], out_dir, name, device)
     logging.info(f"[vcf] wrote cluster label files {os.path.join(out_dir, name)}_*")
     return read_meta(out_dir, name)
 

@@ -60,6 +60,16 @@ class DeepClusterHook(ClassyHook):
             raise ValueError(
                 f"config.VCF.DEEPCLUSTER.ALGORITHM={self.params.ALGORITHM}: use kmeans or pic"
             )
+        from vissl_clusterfit.hooks.clusterfit_hook import kmeans_backend
+
+        self.distributed_kmeans = kmeans_backend(self.params, "DEEPCLUSTER") == "distributed"
+        if self.distributed_kmeans and (
+            self.params.ALGORITHM != "kmeans" or (self.params.get("DEEPER", {}) or {}).get("ENABLED")
+        ):
+            raise ValueError(
+                "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed supports ALGORITHM=kmeans "
+                "without DEEPER only; set KMEANS_BACKEND=faiss for PIC and DeeperCluster"
+            )
         self.state: Dict[str, Any] = {"round": -1, "clustered_epoch": -1, "labels": None}
         self._extraction_dataset = None
 
@@ -110,13 +120,34 @@ class DeepClusterHook(ClassyHook):
             self._extraction_dataset,
             int(p.BATCHSIZE),
             task.device,
+            gather=not self.distributed_kmeans,
         )
         trunk.train(was_training)
         t_extract = time.time() - t0
         labels = None
-        if not _dist() or dist.get_rank() == 0:
+        if self.distributed_kmeans:
+            labels = self._cluster_sharded(feats, epoch, t_extract)
+        elif not _dist() or dist.get_rank() == 0:
             labels = self._cluster(feats, epoch, t_extract)
         return fx.broadcast_from_rank0(labels)
+
+    def _cluster_sharded(self, feats_local: np.ndarray, epoch: int, t_extract: float) -> Any:
+        """DeeperCluster Sec. 4.2: PCA and k-means on every rank's shard; the labels on
+        rank 0 (None elsewhere)."""
+        p = self.params
+        t0 = time.time()
+        res = clustering.sharded_kmeans(
+            feats_local, int(p.NUM_CLUSTERS),
+            pca_dim=min(int(p.PCA_DIM), feats_local.shape[1]), whiten=bool(p.WHITEN),
+            l2_norm=True, niter=int(p.NITER), seed=int(p.SEED) + epoch, inplace=True,
+        )
+        labels = clustering.gather_rows(res.labels)
+        if labels is None:
+            return None
+        return self._log_round(
+            labels, int(p.NUM_CLUSTERS), "distributed kmeans", res.n_empty_reseeded,
+            epoch, t_extract, time.time() - t0,
+        )
 
     def _cluster(self, feats: np.ndarray, epoch: int, t_extract: float) -> np.ndarray:
         p = self.params
@@ -129,7 +160,8 @@ class DeepClusterHook(ClassyHook):
         t0 = time.time()
         pca_dim = min(int(p.PCA_DIM), feats.shape[1], len(feats))
         x, _ = clustering.preprocess_features(
-            feats, pca_dim=pca_dim, whiten=bool(p.WHITEN), l2_norm=True, seed=int(p.SEED) + epoch
+            feats, pca_dim=pca_dim, whiten=bool(p.WHITEN), l2_norm=True, seed=int(p.SEED) + epoch,
+            inplace=True,
         )
         reseeded = 0
         algorithm = p.ALGORITHM
@@ -149,6 +181,13 @@ class DeepClusterHook(ClassyHook):
         else:
             res = clustering.run_kmeans(x, k, niter=int(p.NITER), seed=int(p.SEED) + epoch)
             labels, reseeded = res.labels, res.n_empty_reseeded
+        return self._log_round(labels, k, algorithm, reseeded, epoch, t_extract, time.time() - t0)
+
+    def _log_round(
+        self, labels: np.ndarray, k: int, algorithm: str, reseeded: int, epoch: int,
+        t_extract: float, t_cluster: float,
+    ) -> np.ndarray:
+        """Cluster metrics of the round -> log and ``deepcluster_rounds.jsonl`` (rank 0)."""
         truth = fx.ground_truth(self._extraction_dataset)
         previous = self.state["labels"]
         metrics = clustering.cluster_metrics(
@@ -158,7 +197,7 @@ class DeepClusterHook(ClassyHook):
         record = {
             "round": self.state["round"] + 1, "epoch": epoch, "algorithm": algorithm,
             "n_empty_reseeded": int(reseeded), "extract_s": round(t_extract, 2),
-            "cluster_s": round(time.time() - t0, 2), **metrics,
+            "cluster_s": round(t_cluster, 2), **metrics,
         }
         logging.info(f"[vcf] DeepCluster round {record['round']} (epoch {epoch}): {record}")
         out = os.path.join(self.cfg.CHECKPOINT.DIR, "deepcluster_rounds.jsonl")

@@ -191,8 +191,19 @@ def pool_features(feat: torch.Tensor, pooling: str) -> torch.Tensor:
     )
 
 
-def rank_batches(n: int, batch_size: int, rank: int, world: int) -> List[np.ndarray]:
-    """Global batches of ``batch_size`` consecutive indices; rank r gets r, r+W, ..."""
+def rank_batches(
+    n: int, batch_size: int, rank: int, world: int, contiguous: bool = False
+) -> List[np.ndarray]:
+    """Global batches of ``batch_size`` consecutive indices; rank r gets r, r+W, ...
+
+    ``contiguous``: rank r gets a contiguous run of global batches instead (ranks in
+    order cover the dataset in order), as the sharded k-means needs (its global row
+    order is rank 0's rows, then rank 1's...). Same batches, so same features.
+    """
+    if contiguous:
+        num = (n + batch_size - 1) // batch_size
+        first, last = rank * num // world, (rank + 1) * num // world
+        return [np.arange(b * batch_size, min((b + 1) * batch_size, n)) for b in range(first, last)]
     starts = range(rank * batch_size, n, world * batch_size)
     return [np.arange(s, min(s + batch_size, n)) for s in starts]
 
@@ -232,16 +243,25 @@ def extract_features(
     num_workers: int = 0,
     log_every_s: float = 10.0,
     shard: bool = True,
+    gather: bool = True,
 ) -> Optional[np.ndarray]:
     """Features of every sample, the pooled layer of each trunk concatenated (multi-task
     ClusterFit), on rank 0 as ``(N, D)`` float32 in dataset order; None on other ranks.
 
     ``trunks``: list of (trunk, layer, pooling). ``shard=False``: this process alone
-    extracts everything (no collective calls).
+    extracts everything (no collective calls). ``gather=False``: nothing is gathered;
+    every rank returns the features of its own contiguous block of the dataset
+    (``rank_batches(..., contiguous=True)``), for the sharded k-means.
     """
     rank, world = _rank_world() if shard else (0, 1)
     n = len(dataset)
-    batches = rank_batches(n, batch_size, rank, world)
+    batches = rank_batches(n, batch_size, rank, world, contiguous=not gather)
+    if not gather and (n + batch_size - 1) // batch_size < world:
+        # checked identically on every rank, so all of them raise (no hung collective)
+        raise ValueError(
+            f"{n} images in batches of {batch_size} leave some of the {world} ranks "
+            "without an extraction batch: lower the extraction BATCHSIZE"
+        )
     loader = torch.utils.data.DataLoader(
         _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
     )
@@ -265,7 +285,7 @@ def extract_features(
             )
     local = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     logging.info(f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s")
-    if world == 1:
+    if world == 1 or not gather:
         return local
     gathered: List[Any] = [None] * world if rank == 0 else None
     dist.gather_object(local, gathered, dst=0)

@@ -1,0 +1,201 @@
+"""The whole pre-clustering pipeline on features sharded over ``torch.distributed`` ranks.
+
+DeeperCluster (Caron et al., ICCV 2019, Sec. 4.2) never gathers the features of the
+whole dataset on one machine: every rank keeps the features it extracted, and only
+small statistics cross the network. :func:`.distributed_kmeans` does that for the Lloyd
+iterations; this module adds the steps before and after it so that ClusterFit's and
+DeepCluster's cluster step (thesis Sec. 4.2: PCA-whitening, L2, k-means) can run the
+same way:
+
+- the PCA is fitted from an all-reduced float64 mean and covariance (D + D x D numbers,
+  whatever N is), then applied by every rank to its own rows;
+- L2 normalisation is per row, so it is local;
+- k-means is :func:`.distributed_kmeans`, whose initial rows are drawn in the global
+  row order (rank 0's rows first, then rank 1's...);
+- :func:`gather_rows` brings the per-row outputs (labels, distances: a few bytes per
+  image) to rank 0 in that global order.
+
+Memory per rank is its shard plus O(K * D + D * D). When the shards are contiguous
+blocks of the dataset in rank order, the result does not depend on the number of ranks
+except through float64 rounding of the reductions.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .distributed_kmeans import _Comm, distributed_kmeans
+from .preprocess import (
+    PCAWhitening,
+    _check_order,
+    apply_preprocessing,
+    check_finite,
+    l2_normalize,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ShardedClustering", "fit_pca_sharded", "gather_rows", "sharded_kmeans"]
+
+
+@dataclass
+class ShardedClustering:
+    """Result of :func:`sharded_kmeans` on one rank."""
+
+    labels: np.ndarray  # (n_local,) int64, this rank's rows
+    distances: np.ndarray  # (n_local,) float32 squared distances to the own centroid
+    centroids: np.ndarray  # (K, D') float32, identical on every rank
+    pca: Optional[PCAWhitening]  # identical on every rank; None without PCA
+    n_empty_reseeded: int
+    objective: float
+    iterations: int
+    total: int  # rows over all ranks
+    clustered_dim: int
+
+
+def _check_shards(x_local: np.ndarray, comm: _Comm) -> List[int]:
+    """Validate every rank's shard with one small all_gather; the shard sizes.
+
+    A bad shard raises on every rank (with the same message) instead of leaving the
+    healthy ranks waiting in the next collective.
+    """
+    ok = isinstance(x_local, np.ndarray) and x_local.ndim == 2 and x_local.shape[1] > 0
+    finite = False
+    if ok:
+        try:
+            check_finite(x_local)  # chunked: no N x D mask
+            finite = True
+        except ValueError as e:
+            logger.error(f"rank {comm.rank}: {e}")
+    info = comm.all_gather(
+        torch.tensor(
+            [x_local.shape[0] if ok else -1, x_local.shape[1] if ok else -1, int(ok and finite)],
+            dtype=torch.int64,
+        )
+    )
+    bad = [r for r in range(comm.world_size) if int(info[r, 2]) == 0]
+    if bad:
+        raise ValueError(
+            f"features of rank(s) {bad} are not a finite 2-D (rows, dim) float array: check "
+            "the N_pre checkpoint and the layer the features were extracted from"
+        )
+    dims = sorted({int(v) for v in info[:, 1].tolist()})
+    if len(dims) > 1:
+        raise ValueError(
+            f"feature dimensions differ across ranks: {info[:, 1].tolist()}; every rank must "
+            "extract the same layer"
+        )
+    return [int(v) for v in info[:, 0].tolist()]
+
+
+def fit_pca_sharded(
+    x_local: np.ndarray,
+    dim: int,
+    whiten: bool = True,
+    sample_size: int = 0,
+    seed: int = 0,
+    process_group: Optional[object] = None,
+) -> PCAWhitening:
+    """:meth:`PCAWhitening.fit` over the union of every rank's rows.
+
+    The mean and the covariance are accumulated in float64 per rank and all-reduced,
+    so every rank ends up with the same PCA (the all-reduced sums are identical on all
+    ranks). ``sample_size`` rows are drawn by ``default_rng(seed)`` in the global row
+    order, as :meth:`PCAWhitening.fit` draws them from the concatenated array.
+    """
+    comm = _Comm(process_group)
+    sizes = _check_shards(x_local, comm)
+    total, offset = sum(sizes), sum(sizes[: comm.rank])
+    x = x_local
+    n_fit = total
+    if 0 < sample_size < total:
+        rows = np.sort(np.random.default_rng(seed).choice(total, size=sample_size, replace=False))
+        mine = rows[(rows >= offset) & (rows < offset + x.shape[0])] - offset
+        x = x_local[mine]
+        n_fit = sample_size
+    d = x_local.shape[1]
+    if dim > min(n_fit, d):
+        raise ValueError(
+            f"PCA dim={dim} must be <= min(num_rows={n_fit}, feature_dim={d}) of the data it "
+            "is fitted on; lower the PCA dimension or fit on more rows"
+        )
+    chunk = 4096
+    total_sum = np.zeros(d, dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        total_sum += x[start:start + chunk].sum(axis=0, dtype=np.float64)
+    mean = comm.all_reduce_sum(torch.from_numpy(total_sum)).numpy() / n_fit
+    cov = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        centered = x[start:start + chunk].astype(np.float64) - mean
+        cov += centered.T @ centered
+    cov = comm.all_reduce_sum(torch.from_numpy(cov)).numpy() / n_fit
+    return PCAWhitening(dim, whiten=whiten).fit_moments(mean, cov)
+
+
+def sharded_kmeans(
+    x_local: np.ndarray,
+    k: int,
+    pca_dim: int = 0,
+    whiten: bool = True,
+    l2_norm: bool = True,
+    order: str = "pca_l2",
+    pca_sample_size: int = 0,
+    niter: int = 20,
+    seed: int = 0,
+    inplace: bool = False,
+    process_group: Optional[object] = None,
+) -> ShardedClustering:
+    """Pre-process (thesis Sec. 4.2) and k-means (DeeperCluster Sec. 4.2) sharded features.
+
+    The sharded counterpart of ``preprocess_features`` + ``run_kmeans``; must be called
+    on every rank of the group with the same arguments. Without ``torch.distributed``
+    it runs in one process. It is plain Lloyd k-means on all rows (no faiss training
+    subsample), so its labels are not those of ``run_kmeans``.
+
+    Args:
+        x_local: this rank's (n_local, D) float32 features.
+        k, niter, seed: as :func:`.distributed_kmeans` (seed also seeds the PCA sample).
+        pca_dim, whiten, l2_norm, order, pca_sample_size: as ``preprocess_features``.
+        inplace: allow L2-normalising ``x_local`` in place.
+    """
+    _check_order(order)
+    comm = _Comm(process_group)
+    sizes = _check_shards(x_local, comm)
+    pca = None
+    x = x_local
+    if pca_dim > 0:
+        if l2_norm and order == "l2_pca":
+            x = l2_normalize(x, out=x if inplace and x.dtype == np.float32 else None)
+            inplace = True
+        pca = fit_pca_sharded(x, pca_dim, whiten, pca_sample_size, seed, process_group)
+    x = apply_preprocessing(x, pca, l2_norm=l2_norm, order="pca_l2", inplace=inplace)
+    res = distributed_kmeans(x, k, niter=niter, seed=seed, process_group=process_group)
+    return ShardedClustering(
+        labels=res.labels,
+        distances=res.distances,
+        centroids=res.centroids,
+        pca=pca,
+        n_empty_reseeded=res.n_empty_reseeded,
+        objective=res.objective,
+        iterations=res.iterations,
+        total=sum(sizes),
+        clustered_dim=int(x.shape[1]),
+    )
+
+
+def gather_rows(local: np.ndarray, dst: int = 0) -> Optional[np.ndarray]:
+    """Concatenate every rank's ``local`` rows in rank order on rank ``dst`` (None on
+    the others; ``local`` itself without ``torch.distributed``)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    gathered: Optional[List[np.ndarray]] = (
+        [None] * dist.get_world_size() if dist.get_rank() == dst else None  # type: ignore
+    )
+    dist.gather_object(local, gathered, dst=dst)
+    if gathered is None:
+        return None
+    return np.concatenate(gathered)
