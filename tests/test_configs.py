@@ -37,6 +37,15 @@ def test_config_composes_and_builds(name, tmp_path):
         assert out[0].shape[-1] == cfg.VCF.CLUSTERFIT.NUM_CLUSTERS
     if "/benchmark/" in name:
         assert len(out) == 5 and all(o.shape == (2, 10) for o in out)
+    deeper = cfg.VCF.DEEPCLUSTER.DEEPER
+    if cfg.VCF.DEEPCLUSTER.ENABLED and deeper.ENABLED:
+        # head, loss and collator must agree with the two-level k-means (DeeperCluster Eq. 5)
+        head = cfg.MODEL.HEAD.PARAMS[0][1]
+        loss = cfg.LOSS.vcf_hierarchical_loss
+        assert head["num_super_classes"] == loss.num_super_classes == 4 * deeper.NUM_GROUPS, name
+        assert head["num_sub_classes"] == loss.num_sub_classes == deeper.NUM_SUB, name
+        assert cfg.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes == deeper.NUM_SUB, name
+        assert out[0].shape[-1] == 4 * deeper.NUM_GROUPS * (1 + deeper.NUM_SUB), name
 
 
 def test_head_follows_num_clusters_override(tmp_path):

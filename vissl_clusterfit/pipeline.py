@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+import yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 
@@ -127,7 +129,11 @@ class Pipeline:
             raise RuntimeError(f"stage {name} finished without a final checkpoint in {folder}")
         return ckpt
 
-    def linear_eval(self, name: str, checkpoint: str, target: str = "fmnist") -> Dict[str, float]:
+    def linear_eval(
+        self, name: str, checkpoint: str, target: str = "fmnist", extra: Optional[List[str]] = None
+    ) -> Dict[str, float]:
+        """VISSL's layer-wise linear probes of ``checkpoint``; ``extra`` overrides make the
+        probed trunk match the checkpoint's (e.g. a Sobel stem)."""
         folder = os.path.join(self.out, name)
         done = os.path.join(folder, "linear_eval.json")
         if os.path.isfile(done):
@@ -148,7 +154,7 @@ class Pipeline:
                 f"config.DATA.TRAIN.DATA_LIMIT={self.s.eval_train_limit}",
                 f"config.DATA.TEST.DATA_LIMIT={self.s.eval_test_limit}",
             ]
-        self.run_stage(name, overrides)
+        self.run_stage(name, overrides + list(extra or []))
         top1 = read_final_test_accuracy(os.path.join(folder, "metrics.json"))
         with open(done, "w") as f:
             json.dump({"checkpoint": checkpoint, "top1": top1}, f, indent=2)
@@ -219,11 +225,15 @@ class Pipeline:
         write_report(self.out, report)
         return report
 
-    def random_init_checkpoint(self, extra_overrides: Optional[List[str]] = None) -> str:
+    def random_init_checkpoint(
+        self, extra_overrides: Optional[List[str]] = None, name: str = "random_init"
+    ) -> str:
         """A 0-epoch 'training' is not possible in VISSL; save an untrained trunk in the
-        layout VISSL's weight loading expects instead. ``extra_overrides`` change the
-        architecture (e.g. a Sobel stem) to match the models it is compared with."""
-        path = os.path.join(self.out, "random_init", "random_init.torch")
+        layout VISSL's weight loading expects instead, with a train_config.yaml beside it
+        (as VISSL writes one) so that tools reading the model config from there build the
+        same architecture. ``extra_overrides`` change the architecture (e.g. a Sobel stem)
+        to match the models it is compared with; give each variant its own ``name``."""
+        path = os.path.join(self.out, name, "random_init.torch")
         if os.path.isfile(path):
             return path
         import torch
@@ -241,6 +251,10 @@ class Pipeline:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         state = {"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}
         torch.save(state, path)
+        model = cfg.MODEL.to_dict()
+        model.get("FSDP_CONFIG", {}).pop("compute_dtype", None)  # a torch.dtype, not YAML
+        with open(os.path.join(os.path.dirname(path), "train_config.yaml"), "w") as f:
+            yaml.safe_dump({"MODEL": model}, f)
         return path
 
 
