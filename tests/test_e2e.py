@@ -157,6 +157,10 @@ def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tm
     log = open(os.path.join(out, "log.txt")).read()
     assert "resuming with the targets of epoch 0" in log, log[-3000:]
     assert [r["epoch"] for r in rounds] == [0, 2, 2], rounds
+    # the DeepCluster network (Sobel stem, read from its train_config.yaml) serves as N_pre
+    labels_dir = str(tmp_path / "dc_as_npre")
+    run_tool(["engine_name=vcf_cluster", *ncf_args(idx_dir, final_ckpt(out), labels_dir)])
+    assert labels_of(labels_dir).shape == (96,)
 
 
 def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
