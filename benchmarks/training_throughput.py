@@ -6,8 +6,8 @@ For each model (RotNet N_pre, Jigsaw N_pre, N_cf) on the CPU configs:
 1. **VISSL end to end**: a short training run of ``tools/run_distributed_engines.py``
    (``--images`` images, 1 epoch, default hooks); images/s from VISSL's own batch time
    (``btime(ms)`` of its log hook, mean over the logged iterations after the first 5).
-   Source images per second: one RotNet image is 4 rotated inputs, one Jigsaw image 9
-   patches.
+   Source images per second: a RotNet image is one input (VISSL's ImgRotatePil applies
+   one random rotation per image), a Jigsaw image 9 patch inputs.
 2. **Decomposition, in-process, same config**: the VISSL dataloader alone (read, decode,
    transforms, collate; ``NUM_DATALOADER_WORKERS`` of the config), the model step alone
    (forward, loss, backward, SGD step on a batch already in memory), and their sum
@@ -44,7 +44,7 @@ from vissl_clusterfit.launcher import compose_config  # noqa: E402
 
 MODELS = {
     # name: (config, extra overrides, inputs per source image)
-    "rotnet": ("vissl_clusterfit/pretrain/rotnet_fmnist_cpu", [], 4),
+    "rotnet": ("vissl_clusterfit/pretrain/rotnet_fmnist_cpu", [], 1),  # ImgRotatePil: 1 random rotation per image
     "jigsaw": ("vissl_clusterfit/pretrain/jigsaw_fmnist_cpu", [], 9),
     "ncf": (
         "vissl_clusterfit/clusterfit/ncf_fmnist_cpu",
@@ -78,7 +78,9 @@ def vissl_run(name: str, images: int, threads: int) -> Dict[str, Any]:
     return {"wall_s": round(wall, 1), "btime_ms": btimes[-1] if btimes else None, "iterations": len(btimes)}
 
 
-def _batches(cfg: Any, n: int) -> Any:
+def _loader(cfg: Any) -> Any:
+    """VISSL's train dataloader for ``cfg`` (built before any timing: building the
+    dataset, e.g. Jigsaw's permutation set, is start-up, not per-batch cost)."""
     from vissl.data import build_dataloader, build_dataset
 
     dataset = build_dataset(cfg, "TRAIN")
@@ -88,9 +90,12 @@ def _batches(cfg: Any, n: int) -> Any:
         multi_processing_method=cfg.MULTI_PROCESSING_METHOD, device=torch.device("cpu"),
         sampler_seed=0,
     )
+    return loader
+
+
+def _take(loader: Any, n: int) -> List[Any]:
     it = iter(loader)
-    for _ in range(n):
-        yield next(it)
+    return [next(it) for _ in range(n)]
 
 
 def decompose(name: str, images: int, steps: int) -> Dict[str, Any]:
@@ -103,13 +108,17 @@ def decompose(name: str, images: int, steps: int) -> Dict[str, Any]:
          f"config.CHECKPOINT.DIR={os.path.join(WORK_DIR, 'training_throughput', 'decompose')}"],
         dump_config=False,
     )
-    # data alone, profiled
-    prof = cProfile.Profile()
+    # data alone (timed without the profiler, whose overhead inflates Python-heavy
+    # transforms), then a few batches again under cProfile for the breakdown
+    loader = _loader(cfg)
+    _take(loader, 1)  # warm-up
     t0 = time.time()
-    prof.enable()
-    batches = list(_batches(cfg, steps + 1))
-    prof.disable()
+    batches = _take(loader, steps + 1)
     data_s = (time.time() - t0) / len(batches)
+    prof = cProfile.Profile()
+    prof.enable()
+    _take(loader, min(5, steps))
+    prof.disable()
     stream = io.StringIO()
     pstats.Stats(prof, stream=stream).sort_stats("cumulative").print_stats(12)
     # model step alone on batches in memory
