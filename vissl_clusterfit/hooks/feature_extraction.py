@@ -268,14 +268,21 @@ def extract_features(
     for trunk, layer, _ in trunks:
         trunk.to(device).eval()
         check_layer(trunk, layer)
-    chunks, done, t0, last = [], 0, time.time(), time.time()
+    # written in place into one preallocated array: a list of batches concatenated at
+    # the end would hold the features twice at the peak
+    n_local = sum(map(len, batches))
+    local: Optional[np.ndarray] = None
+    done, t0, last = 0, time.time(), time.time()
     for images, _ in loader:
         images = images.to(device)
         parts = [
             pool_features(trunk(images, out_feat_keys=[layer])[0], pooling).float().cpu()
             for trunk, layer, pooling in trunks
         ]
-        chunks.append(torch.cat(parts, 1).numpy())
+        feats = torch.cat(parts, 1).numpy()
+        if local is None:
+            local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
+        local[done:done + len(feats)] = feats
         done += len(images)
         if time.time() - last > log_every_s:
             last = time.time()
@@ -283,7 +290,8 @@ def extract_features(
                 f"[vcf] extracting features: rank {rank} {done}/{sum(map(len, batches))} "
                 f"images, {done / (last - t0):.0f} img/s"
             )
-    local = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    if local is None:
+        local = np.zeros((0, 0), np.float32)
     logging.info(f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s")
     if world == 1 or not gather:
         return local
