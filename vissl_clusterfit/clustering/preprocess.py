@@ -125,6 +125,23 @@ def l2_normalize(
     return out
 
 
+def row_sum(x: np.ndarray) -> np.ndarray:
+    """Float64 sum of the rows of ``x`` (D,), chunk by chunk."""
+    out = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        out += x[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+    return out
+
+
+def scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Float64 scatter matrix sum_i (x_i - mean)(x_i - mean)^T (D, D), chunk by chunk."""
+    out = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64)
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        centered = x[start:start + _CHUNK_ROWS].astype(np.float64) - mean
+        out += centered.T @ centered
+    return out
+
+
 class PCAWhitening:
     """PCA projection to ``dim`` components, optionally whitened.
 
@@ -196,18 +213,10 @@ class PCAWhitening:
                 "of the data it is fitted on; lower the PCA dimension or fit on more rows"
             )
 
-        mean = np.zeros(d, dtype=np.float64)
-        for start in range(0, n, _CHUNK_ROWS):
-            mean += x[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-        mean /= n
-        cov = np.zeros((d, d), dtype=np.float64)
-        for start in range(0, n, _CHUNK_ROWS):
-            centered = x[start:start + _CHUNK_ROWS].astype(np.float64) - mean
-            cov += centered.T @ centered
+        mean = row_sum(x) / n
         # Population covariance (1/n): whitened fitted data then has exactly
         # identity covariance in the same normalisation.
-        cov /= n
-        return self.fit_moments(mean, cov)
+        return self.fit_moments(mean, scatter(x, mean) / n)
 
     def fit_moments(self, mean: np.ndarray, cov: np.ndarray) -> "PCAWhitening":
         """Set the transform from a float64 mean (D,) and population covariance (D, D).

@@ -35,6 +35,8 @@ from .preprocess import (
     apply_preprocessing,
     check_finite,
     l2_normalize,
+    row_sum,
+    scatter,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,7 +110,14 @@ def fit_pca_sharded(
     order, as :meth:`PCAWhitening.fit` draws them from the concatenated array.
     """
     comm = _Comm(process_group)
-    sizes = _check_shards(x_local, comm)
+    return _fit_pca(x_local, _check_shards(x_local, comm), comm, dim, whiten, sample_size, seed)
+
+
+def _fit_pca(
+    x_local: np.ndarray, sizes: List[int], comm: _Comm, dim: int, whiten: bool,
+    sample_size: int, seed: int,
+) -> PCAWhitening:
+    """:func:`fit_pca_sharded` on shards already validated (``sizes``: rows per rank)."""
     total, offset = sum(sizes), sum(sizes[: comm.rank])
     x = x_local
     n_fit = total
@@ -123,16 +132,8 @@ def fit_pca_sharded(
             f"PCA dim={dim} must be <= min(num_rows={n_fit}, feature_dim={d}) of the data it "
             "is fitted on; lower the PCA dimension or fit on more rows"
         )
-    chunk = 4096
-    total_sum = np.zeros(d, dtype=np.float64)
-    for start in range(0, x.shape[0], chunk):
-        total_sum += x[start:start + chunk].sum(axis=0, dtype=np.float64)
-    mean = comm.all_reduce_sum(torch.from_numpy(total_sum)).numpy() / n_fit
-    cov = np.zeros((d, d), dtype=np.float64)
-    for start in range(0, x.shape[0], chunk):
-        centered = x[start:start + chunk].astype(np.float64) - mean
-        cov += centered.T @ centered
-    cov = comm.all_reduce_sum(torch.from_numpy(cov)).numpy() / n_fit
+    mean = comm.all_reduce_sum(torch.from_numpy(row_sum(x))).numpy() / n_fit
+    cov = comm.all_reduce_sum(torch.from_numpy(scatter(x, mean))).numpy() / n_fit
     return PCAWhitening(dim, whiten=whiten).fit_moments(mean, cov)
 
 
@@ -171,7 +172,7 @@ def sharded_kmeans(
         if l2_norm and order == "l2_pca":
             x = l2_normalize(x, out=x if inplace and x.dtype == np.float32 else None)
             inplace = True
-        pca = fit_pca_sharded(x, pca_dim, whiten, pca_sample_size, seed, process_group)
+        pca = _fit_pca(x, sizes, comm, pca_dim, whiten, pca_sample_size, seed)
     x = apply_preprocessing(x, pca, l2_norm=l2_norm, order="pca_l2", inplace=inplace)
     res = distributed_kmeans(x, k, niter=niter, seed=seed, process_group=process_group)
     return ShardedClustering(

@@ -37,6 +37,7 @@ from classy_vision.hooks.classy_hook import ClassyHook
 
 from vissl_clusterfit import clustering
 from vissl_clusterfit.hooks import feature_extraction as fx
+from vissl_clusterfit.hooks.clusterfit_hook import kmeans_backend
 
 
 def _dist() -> bool:
@@ -60,8 +61,6 @@ class DeepClusterHook(ClassyHook):
             raise ValueError(
                 f"config.VCF.DEEPCLUSTER.ALGORITHM={self.params.ALGORITHM}: use kmeans or pic"
             )
-        from vissl_clusterfit.hooks.clusterfit_hook import kmeans_backend
-
         self.distributed_kmeans = kmeans_backend(self.params, "DEEPCLUSTER") == "distributed"
         if self.distributed_kmeans and (
             self.params.ALGORITHM != "kmeans" or (self.params.get("DEEPER", {}) or {}).get("ENABLED")
