@@ -25,6 +25,7 @@ Example::
 
 Writes benchmarks/results/checkpoint_load.{json,md} (``--quick``: checkpoint_load_quick).
 """
+
 # The upstream function must be captured before vissl_clusterfit (which patches it) is
 # imported anywhere in this process; spawned ranks re-run this module's top, so they
 # capture it the same way.
@@ -46,11 +47,13 @@ from typing import Any, Callable, Dict, Iterator, List  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import vissl_clusterfit  # noqa: E402,F401  applies the compat patches
 from vissl_clusterfit import compat  # noqa: E402
+
 
 METHODS = (
     "torch.load",
@@ -90,6 +93,7 @@ def broadcast_impl(fn: Callable[..., Any]) -> Iterator[None]:
 
 def build_trunk(model: str) -> torch.nn.Module:
     from vissl.models.trunks import get_model_trunk
+
     from vissl_clusterfit.launcher import compose_config
 
     if model == "resnet50":
@@ -109,21 +113,30 @@ def trunk_of(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 
 def same_tensors(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(
-        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a
+        a[k].dtype == b[k].dtype
+        and a[k].shape == b[k].shape
+        and torch.equal(a[k], b[k])
+        for k in a
     )
 
 
-def worker(rank: int, world: int, path: str, repeats: int, init_file: str, out_dir: str) -> None:
+def worker(
+    rank: int, world: int, path: str, repeats: int, init_file: str, out_dir: str
+) -> None:
     from vissl.utils.checkpoint import CheckpointLoader
 
     check_upstream_captured()
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
     cpu = torch.device("cpu")
     reference = trunk_of(torch.load(path, map_location="cpu", weights_only=False))
 
     def vissl_load() -> Dict[str, Any]:
-        return CheckpointLoader.load_and_broadcast_init_weights(checkpoint_path=path, device=cpu)
+        return CheckpointLoader.load_and_broadcast_init_weights(
+            checkpoint_path=path, device=cpu
+        )
 
     def upstream() -> Dict[str, Any]:
         with broadcast_impl(UPSTREAM_BROADCAST_OBJECT):
@@ -168,8 +181,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("resnet50", "small"), default="resnet50")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--world-size", type=int, default=1,
-                        help="processes in the gloo group (>1: ranks >0 receive the broadcast)")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="processes in the gloo group (>1: ranks >0 receive the broadcast)",
+    )
     parser.add_argument("--workdir", default=common.WORK_DIR)
     parser.add_argument("--quick", action="store_true", help="small trunk, 1 repeat")
     args = parser.parse_args()
@@ -217,18 +234,31 @@ def main() -> None:
         for method in METHODS:
             t = res["times"][method]
             med = common.median(t)
-            rows.append({
-                "rank": rank,
-                "method": method,
-                "median_s": med,
-                "min_s": min(t),
-                "max_s": max(t),
-                "MB/s": size_mb / med if med > 0 else None,
-                "vs torch.load": med / base if base > 0 else None,
-                "identical": "yes" if res["identical"][method] else "NO",
-            })
-    columns = ["rank", "method", "median_s", "min_s", "max_s", "MB/s", "vs torch.load", "identical"]
-    common.print_table(rows, columns, title="Checkpoint load (median of %d)" % args.repeats)
+            rows.append(
+                {
+                    "rank": rank,
+                    "method": method,
+                    "median_s": med,
+                    "min_s": min(t),
+                    "max_s": max(t),
+                    "MB/s": size_mb / med if med > 0 else None,
+                    "vs torch.load": med / base if base > 0 else None,
+                    "identical": "yes" if res["identical"][method] else "NO",
+                }
+            )
+    columns = [
+        "rank",
+        "method",
+        "median_s",
+        "min_s",
+        "max_s",
+        "MB/s",
+        "vs torch.load",
+        "identical",
+    ]
+    common.print_table(
+        rows, columns, title="Checkpoint load (median of %d)" % args.repeats
+    )
 
     t0 = per_rank[0]["times"]
     speedup = common.median(t0[METHODS[1]]) / common.median(t0[METHODS[2]])
@@ -240,8 +270,10 @@ def main() -> None:
         "upstream_over_patched_broadcast_only": round(bc_speedup, 1),
         "all_identical": all(all(r["identical"].values()) for r in per_rank),
     }
-    print(f"\nVISSL load path, upstream / patched: {speedup:.1f}x; broadcast_object alone: "
-          f"{bc_speedup:.1f}x; loaded tensors identical: {summary['all_identical']}")
+    print(
+        f"\nVISSL load path, upstream / patched: {speedup:.1f}x; broadcast_object alone: "
+        f"{bc_speedup:.1f}x; loaded tensors identical: {summary['all_identical']}"
+    )
     notes = [
         "VISSL load path = vissl.utils.checkpoint.CheckpointLoader.load_and_broadcast_init_weights "
         "(what MODEL.WEIGHTS_INIT.PARAMS_FILE triggers); 'upstream' swaps classy-vision's original "
@@ -254,13 +286,16 @@ def main() -> None:
     ]
     name = "checkpoint_load_quick" if args.quick else "checkpoint_load"
     paths = common.write_results(
-        name, machine,
-        tables=[{
-            "title": f"Checkpoint load, {args.model} ({size_mb:.0f} MB), "
-                     f"{args.world_size} process(es)",
-            "columns": columns,
-            "rows": rows,
-        }],
+        name,
+        machine,
+        tables=[
+            {
+                "title": f"Checkpoint load, {args.model} ({size_mb:.0f} MB), "
+                f"{args.world_size} process(es)",
+                "columns": columns,
+                "rows": rows,
+            }
+        ],
         data={"args": vars(args), "summary": summary, "per_rank": per_rank},
         notes=notes,
         title="Checkpoint load: upstream vs patched broadcast_object",

@@ -30,6 +30,7 @@ Example::
 (see ``SPECS``). Writes benchmarks/results/cluster_step_speed.{json,md}
 (``--quick``: cluster_step_speed_quick.*). Scratch files go to benchmarks/_work/.
 """
+
 import argparse
 import contextlib
 import ctypes
@@ -49,16 +50,20 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import faiss  # noqa: E402
 
 import vissl_clusterfit  # noqa: E402,F401  registers the plugin, applies the compat patches
-import faiss  # noqa: E402
 from vissl_clusterfit import clustering  # noqa: E402
 from vissl_clusterfit.data.cluster_labels import label_paths  # noqa: E402
-from vissl_clusterfit.hooks import clusterfit_hook as ch  # noqa: E402
-from vissl_clusterfit.hooks import feature_extraction as fx  # noqa: E402
+from vissl_clusterfit.hooks import (  # noqa: E402
+    clusterfit_hook as ch,
+    feature_extraction as fx,
+)
 from vissl_clusterfit.launcher import compose_config  # noqa: E402
+
 
 NCF_CONFIG = "vissl_clusterfit/clusterfit/ncf_fmnist_cpu"
 NPRE_CONFIG = "vissl_clusterfit/pretrain/rotnet_fmnist_cpu"
@@ -76,7 +81,9 @@ class FeatureSpec:
     trunk_overrides: Tuple[str, ...]
     layer: str
     pooling: str  # ours: VCF.CLUSTERFIT.POOLING
-    vissl_pool_op: Tuple[Any, ...]  # VISSL: LINEAR_EVAL_FEAT_POOL_OPS_MAP op, then flattened
+    vissl_pool_op: Tuple[
+        Any, ...
+    ]  # VISSL: LINEAR_EVAL_FEAT_POOL_OPS_MAP op, then flattened
     about: str
 
 
@@ -86,16 +93,51 @@ _AVG = ("AdaptiveAvgPool2d", [[1, 1]])
 SPECS: Dict[str, FeatureSpec] = {
     s.name: s
     for s in (
-        FeatureSpec("w16avg", 128, (_W + "16",), "res5", "avg", _AVG,
-                    "vcf_resnet-18 width 16, res5 global avg (cheap)"),
-        FeatureSpec("w64avg", 512, (_W + "64",), "res5", "avg", _AVG,
-                    "vcf_resnet-18 width 64, res5 global avg (~16x the forward of width 16)"),
-        FeatureSpec("r50res3", 512, _R50, "res3", "avg", _AVG,
-                    "VISSL resnet-50 (7x7/2 stem + max-pool) on 28-32 px, res3 global avg"),
-        FeatureSpec("r50avg", 2048, _R50, "res5", "avg", _AVG,
-                    "VISSL resnet-50 on 28-32 px, res5 (2048x1x1) global avg"),
-        FeatureSpec("w16flat", 2048, (_W + "16",), "res5", "flatten", ("Identity", []),
-                    "vcf_resnet-18 width 16, res5 map (128x4x4) flattened"),
+        FeatureSpec(
+            "w16avg",
+            128,
+            (_W + "16",),
+            "res5",
+            "avg",
+            _AVG,
+            "vcf_resnet-18 width 16, res5 global avg (cheap)",
+        ),
+        FeatureSpec(
+            "w64avg",
+            512,
+            (_W + "64",),
+            "res5",
+            "avg",
+            _AVG,
+            "vcf_resnet-18 width 64, res5 global avg (~16x the forward of width 16)",
+        ),
+        FeatureSpec(
+            "r50res3",
+            512,
+            _R50,
+            "res3",
+            "avg",
+            _AVG,
+            "VISSL resnet-50 (7x7/2 stem + max-pool) on 28-32 px, res3 global avg",
+        ),
+        FeatureSpec(
+            "r50avg",
+            2048,
+            _R50,
+            "res5",
+            "avg",
+            _AVG,
+            "VISSL resnet-50 on 28-32 px, res5 (2048x1x1) global avg",
+        ),
+        FeatureSpec(
+            "w16flat",
+            2048,
+            (_W + "16",),
+            "res5",
+            "flatten",
+            ("Identity", []),
+            "vcf_resnet-18 width 16, res5 map (128x4x4) flattened",
+        ),
     )
 }
 DEFAULT_SPEC = {128: "w16avg", 512: "w64avg", 2048: "r50avg"}
@@ -145,7 +187,9 @@ def save_npre(folder: str, spec: FeatureSpec, seed: int = 0) -> str:
 
     fresh_dir(folder)
     overrides = [f"config={NPRE_CONFIG}", f"config.CHECKPOINT.DIR={folder}"]
-    _, cfg = compose_config(overrides + list(spec.trunk_overrides))  # dumps train_config.yaml
+    _, cfg = compose_config(
+        overrides + list(spec.trunk_overrides)
+    )  # dumps train_config.yaml
     torch.manual_seed(seed)
     name = cfg.MODEL.TRUNK.NAME
     trunk = get_model_trunk(name)(cfg.MODEL, name)
@@ -227,7 +271,9 @@ def parse_engine_log(path: str) -> Dict[str, float]:
             m = _LOG_LINE.match(line)
             if not m:
                 continue
-            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            t = datetime.datetime.strptime(
+                m.group(1), "%Y-%m-%d %H:%M:%S,%f"
+            ).timestamp()
             stamps.setdefault("first_log", t)
             if "Extracting features" in m.group(3):
                 stamps.setdefault("loop_start", t)
@@ -244,7 +290,9 @@ def load_vissl_cluster_tool() -> Any:
     path = os.path.join(site, "tools", "cluster_features_and_label.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VISSL's {path} is missing: reinstall vissl==0.1.6")
-    spec = importlib.util.spec_from_file_location("vissl_tools_cluster_features_and_label", path)
+    spec = importlib.util.spec_from_file_location(
+        "vissl_tools_cluster_features_and_label", path
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if torch.cuda.device_count() > 0 and faiss.get_num_gpus() == 0:
@@ -264,7 +312,9 @@ def load_vissl_cluster_tool() -> Any:
 
 @contextlib.contextmanager
 def watch_extraction(
-    mem: common.PeakRSS, captured: Dict[str, Any], reference: Optional[np.ndarray] = None
+    mem: common.PeakRSS,
+    captured: Dict[str, Any],
+    reference: Optional[np.ndarray] = None,
 ) -> Iterator[None]:
     """Instrument (not change) ``fx.extract_features`` during one ``cluster_dataset``:
     compare the features it returns with ``reference`` right away (the cluster step
@@ -279,7 +329,9 @@ def watch_extraction(
             captured["t_return"] = time.perf_counter()
             if reference is not None:
                 captured["max_abs_diff"] = (
-                    max_abs_diff(out, reference) if out.shape == reference.shape else float("nan")
+                    max_abs_diff(out, reference)
+                    if out.shape == reference.shape
+                    else float("nan")
                 )
             mem.mark()
         return out
@@ -293,7 +345,10 @@ def watch_extraction(
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray, rows: int = 4096) -> float:
     return max(
-        (float(np.abs(a[i:i + rows] - b[i:i + rows]).max()) for i in range(0, len(a), rows)),
+        (
+            float(np.abs(a[i : i + rows] - b[i : i + rows]).max())
+            for i in range(0, len(a), rows)
+        ),
         default=0.0,
     )
 
@@ -314,8 +369,12 @@ def gemm_gflops(rows: int, d: int, k: int, repeats: int = 3) -> float:
 
 def faiss_kmeans_floor(x: np.ndarray, k: int, args: argparse.Namespace) -> np.ndarray:
     km = faiss.Kmeans(
-        x.shape[1], k, niter=args.niter, seed=args.seed,
-        max_points_per_centroid=args.max_points_per_centroid, verbose=False,
+        x.shape[1],
+        k,
+        niter=args.niter,
+        seed=args.seed,
+        max_points_per_centroid=args.max_points_per_centroid,
+        verbose=False,
     )
     km.train(x)
     _, labels = km.index.search(x, 1)
@@ -330,8 +389,15 @@ def sklearn_kmeans(
     rows = None
     if n_train < len(x):
         rows = np.random.default_rng(args.seed).choice(len(x), n_train, replace=False)
-    km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=args.niter, tol=0.0,
-                algorithm="lloyd", random_state=args.seed)
+    km = KMeans(
+        n_clusters=k,
+        init="random",
+        n_init=1,
+        max_iter=args.niter,
+        tol=0.0,
+        algorithm="lloyd",
+        random_state=args.seed,
+    )
     km.fit(x if rows is None else x[rows])
     return km.predict(x), int(km.n_iter_)
 
@@ -384,18 +450,29 @@ def measure_floor_forward(
         chunks = []
         with torch.no_grad(), common.Timer() as t:
             for s in range(0, n, args.batch_size):
-                out = trunk(images[s:s + args.batch_size], out_feat_keys=[spec.layer])[0]
+                out = trunk(
+                    images[s : s + args.batch_size], out_feat_keys=[spec.layer]
+                )[0]
                 chunks.append(fx.pool_features(out, spec.pooling).float().numpy())
             feats = np.concatenate(chunks)
         times.append(t.s)
     del images, trunk
     gc.collect()
-    return {"forward_s": common.median(times), "forward_runs_s": times,
-            "image_prep_s": prep.s, "feats": feats}
+    return {
+        "forward_s": common.median(times),
+        "forward_runs_s": times,
+        "image_prep_s": prep.s,
+        "feats": feats,
+    }
 
 
 def measure_ours(
-    n: int, spec: FeatureSpec, k: int, args: argparse.Namespace, ckpt: str, run_dir: str,
+    n: int,
+    spec: FeatureSpec,
+    k: int,
+    args: argparse.Namespace,
+    ckpt: str,
+    run_dir: str,
     reference: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
     runs, diff, labels = [], float("nan"), None
@@ -411,17 +488,20 @@ def measure_ours(
         diff = captured.get("max_abs_diff", float("nan"))
         labels = np.load(label_paths(out_dir, cfg.VCF.CLUSTERFIT.NAME)["labels"])
         extract_phase, cluster_phase = mem.phases[0], mem.phases[-1]
-        runs.append({
-            "total_s": t1 - t0,
-            "until_features_s": captured["t_return"] - t0,
-            "after_features_s": t1 - captured["t_return"],
-            "meta_time_s": meta.get("time_s"),
-            "peak_delta_bytes": mem.delta,
-            "cluster_phase_extra_bytes": cluster_phase["peak"] - cluster_phase["start"],
-            "extract_phase_peak_delta_bytes": extract_phase["peak"] - mem.start,
-            "memory_method": mem.method,
-            "num_empty": meta.get("metrics", {}).get("num_empty"),
-        })
+        runs.append(
+            {
+                "total_s": t1 - t0,
+                "until_features_s": captured["t_return"] - t0,
+                "after_features_s": t1 - captured["t_return"],
+                "meta_time_s": meta.get("time_s"),
+                "peak_delta_bytes": mem.delta,
+                "cluster_phase_extra_bytes": cluster_phase["peak"]
+                - cluster_phase["start"],
+                "extract_phase_peak_delta_bytes": extract_phase["peak"] - mem.start,
+                "memory_method": mem.method,
+                "num_empty": meta.get("metrics", {}).get("num_empty"),
+            }
+        )
         del captured, meta
         if not args.keep:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -445,30 +525,50 @@ def measure_vissl_engine(
         log = os.path.join(run_dir, f"vissl_engine_r{r}.log")
         with open(log, "w") as f:
             t_launch = time.time()
-            proc = subprocess.run(cmd, cwd=common.ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            proc = subprocess.run(
+                cmd,
+                cwd=common.ROOT,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
             t_exit = time.time()
         if proc.returncode != 0:
             with open(log, errors="replace") as f:
                 tail = "".join(f.readlines()[-25:])
-            return {"error": f"exit code {proc.returncode}; log {log}; last lines:\n{tail}",
-                    "command": shlex.join(cmd)}
+            return {
+                "error": f"exit code {proc.returncode}; log {log}; last lines:\n{tail}",
+                "command": shlex.join(cmd),
+            }
         st = parse_engine_log(log)
         loop = None
         if {"loop_start", "loop_end"} <= st.keys():
             loop = st["loop_end"] - st["loop_start"]
-        runs.append({
-            "wall_s": t_exit - t_launch,
-            "startup_s": st["loop_start"] - t_launch if "loop_start" in st else None,
-            "loop_s": loop,
-            "launch_to_first_log_s": st["first_log"] - t_launch if "first_log" in st else None,
-            "num_shard_files": len([p for p in os.listdir(out_dir) if p.endswith("_features.npy")]),
-            "log": log,
-        })
+        runs.append(
+            {
+                "wall_s": t_exit - t_launch,
+                "startup_s": (
+                    st["loop_start"] - t_launch if "loop_start" in st else None
+                ),
+                "loop_s": loop,
+                "launch_to_first_log_s": (
+                    st["first_log"] - t_launch if "first_log" in st else None
+                ),
+                "num_shard_files": len(
+                    [p for p in os.listdir(out_dir) if p.endswith("_features.npy")]
+                ),
+                "log": log,
+            }
+        )
         if not args.keep and r < args.repeats - 1:
             shutil.rmtree(out_dir, ignore_errors=True)
-    return {"runs": runs, "features_dir": out_dir, "overrides": cmd[3:], "command": shlex.join(cmd),
-            "children_max_rss_bytes": common.children_max_rss_bytes()}
+    return {
+        "runs": runs,
+        "features_dir": out_dir,
+        "overrides": cmd[3:],
+        "command": shlex.join(cmd),
+        "children_max_rss_bytes": common.children_max_rss_bytes(),
+    }
 
 
 def measure_vissl_cluster(
@@ -489,10 +589,18 @@ def measure_vissl_cluster(
     for r in range(args.repeats):
         out_dir = fresh_dir(os.path.join(run_dir, f"vissl_cluster_K{k}_r{r}"))
         c = vcfg.CLUSTERFIT
-        c.NUM_CLUSTERS, c.NUM_ITER, c.OUTPUT_DIR, c.DATA_LIMIT = k, args.niter, out_dir, -1
+        c.NUM_CLUSTERS, c.NUM_ITER, c.OUTPUT_DIR, c.DATA_LIMIT = (
+            k,
+            args.niter,
+            out_dir,
+            -1,
+        )
         c.FEATURES.PATH, c.FEATURES.LAYER_NAME = features_dir, spec.layer
         c.FEATURES.DATA_PARTITION, c.FEATURES.TEST_PARTITION = "TRAIN", ""
-        c.FEATURES.DATASET_NAME, c.FEATURES.DIMENSIONALITY_REDUCTION = "fashion_mnist", 0
+        c.FEATURES.DATASET_NAME, c.FEATURES.DIMENSIONALITY_REDUCTION = (
+            "fashion_mnist",
+            0,
+        )
         with stdout_to(os.path.join(run_dir, f"vissl_cluster_K{k}_r{r}.log")):
             with common.PeakRSS() as mem, common.Timer() as t:
                 tool.cluster_features(vcfg)
@@ -503,14 +611,21 @@ def measure_vissl_cluster(
         order = np.asarray(out["sample_indices"], dtype=np.int64)
         labels = np.empty(n, dtype=np.int64)
         labels[order] = np.asarray(out["hard_labels"]).reshape(-1)
-        runs.append({"cluster_s": t.s, "peak_delta_bytes": mem.delta,
-                     "labels_file_in_dataset_order": bool((np.diff(order) > 0).all())})
+        runs.append(
+            {
+                "cluster_s": t.s,
+                "peak_delta_bytes": mem.delta,
+                "labels_file_in_dataset_order": bool((np.diff(order) > 0).all()),
+            }
+        )
         if not args.keep:
             shutil.rmtree(out_dir, ignore_errors=True)
     return {"runs": runs, "labels": labels}
 
 
-def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dict[str, Any]:
+def measure_kmeans_alone(
+    x: np.ndarray, k: int, args: argparse.Namespace
+) -> Dict[str, Any]:
     n, d = x.shape
     n_train = min(n, k * args.max_points_per_centroid)
     floor_t, ours_t, sk_t = [], [], []
@@ -521,8 +636,13 @@ def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dic
             floor_labels = faiss_kmeans_floor(x, k, args)
         floor_t.append(t.s)
         with common.Timer() as t:
-            res = clustering.run_kmeans(x, k, niter=args.niter, seed=args.seed,
-                                        max_points_per_centroid=args.max_points_per_centroid)
+            res = clustering.run_kmeans(
+                x,
+                k,
+                niter=args.niter,
+                seed=args.seed,
+                max_points_per_centroid=args.max_points_per_centroid,
+            )
         ours_t.append(t.s)
         ours_labels = res.labels
         if not args.no_sklearn:
@@ -552,29 +672,60 @@ def measure_kmeans_alone(x: np.ndarray, k: int, args: argparse.Namespace) -> Dic
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="10000,60000",
-                   help="N, comma-separated (Fashion-MNIST train: <= 60000)")
-    p.add_argument("--dims", default="512,2048",
-                   help=f"feature dims {sorted(DEFAULT_SPEC)} or spec names {sorted(SPECS)}")
+    p.add_argument(
+        "--sizes",
+        default="10000,60000",
+        help="N, comma-separated (Fashion-MNIST train: <= 60000)",
+    )
+    p.add_argument(
+        "--dims",
+        default="512,2048",
+        help=f"feature dims {sorted(DEFAULT_SPEC)} or spec names {sorted(SPECS)}",
+    )
     p.add_argument("--ks", default="100,1000", help="K, comma-separated")
-    p.add_argument("--niter", type=int, default=20, help="k-means iterations (all methods)")
+    p.add_argument(
+        "--niter", type=int, default=20, help="k-means iterations (all methods)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-points-per-centroid", type=int, default=256,
-                   help="faiss sub-sampling (ours' default; VISSL's tool: faiss' default, 256)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="extraction batch (ours, VISSL, floor)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="runs per measurement; the median is reported")
+    p.add_argument(
+        "--max-points-per-centroid",
+        type=int,
+        default=256,
+        help="faiss sub-sampling (ours' default; VISSL's tool: faiss' default, 256)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="extraction batch (ours, VISSL, floor)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs per measurement; the median is reported",
+    )
     p.add_argument("--data-path", default=DEFAULT_DATA)
-    p.add_argument("--workdir", default=os.path.join(common.WORK_DIR, "cluster_step_speed"))
+    p.add_argument(
+        "--workdir", default=os.path.join(common.WORK_DIR, "cluster_step_speed")
+    )
     p.add_argument("--no-vissl", action="store_true", help="skip VISSL's route")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn KMeans")
-    p.add_argument("--keep", action="store_true",
-                   help="keep label files and VISSL's feature shards in --workdir")
-    p.add_argument("--quick", action="store_true",
-                   help="N=2000, D=128 (w16avg), K=50: about a minute")
-    p.add_argument("--name", default="",
-                   help="results file name (default cluster_step_speed[_quick])")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep label files and VISSL's feature shards in --workdir",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=2000, D=128 (w16avg), K=50: about a minute",
+    )
+    p.add_argument(
+        "--name",
+        default="",
+        help="results file name (default cluster_step_speed[_quick])",
+    )
     args = p.parse_args()
     if args.quick:
         args.sizes, args.dims, args.ks = "2000", "w16avg", "50"
@@ -583,20 +734,29 @@ def parse_args() -> argparse.Namespace:
     for item in (s.strip() for s in args.dims.split(",") if s.strip()):
         name = DEFAULT_SPEC.get(int(item)) if item.isdigit() else item
         if name not in SPECS:
-            p.error(f"--dims {item}: use one of {sorted(DEFAULT_SPEC)} or {sorted(SPECS)}")
+            p.error(
+                f"--dims {item}: use one of {sorted(DEFAULT_SPEC)} or {sorted(SPECS)}"
+            )
         args.spec_list.append(SPECS[name])
     args.k_list = [int(k) for k in args.ks.split(",") if k]
     return args
 
 
 def run_group(
-    n: int, spec: FeatureSpec, ckpt: str, tool: Any, args: argparse.Namespace,
-    results: List[Dict[str, Any]], errors: List[str],
+    n: int,
+    spec: FeatureSpec,
+    ckpt: str,
+    tool: Any,
+    args: argparse.Namespace,
+    results: List[Dict[str, Any]],
+    errors: List[str],
 ) -> None:
     """Every measurement of one (N, feature spec), for every K."""
     group = f"N={n} {spec.name}"
     run_dir = fresh_dir(os.path.join(args.workdir, f"N{n}_{spec.name}"))
-    cfg0 = ours_config(n, spec, args.k_list[0], args, ckpt, os.path.join(run_dir, "unused"))
+    cfg0 = ours_config(
+        n, spec, args.k_list[0], args, ckpt, os.path.join(run_dir, "unused")
+    )
     transforms = [dict(t) for t in cfg0.VCF.CLUSTERFIT.TRANSFORMS]
 
     print(f"[{group}] floor: forward pass alone ...", flush=True)
@@ -621,7 +781,9 @@ def run_group(
             if vf.shape == feats_floor.shape:
                 vissl_diff = float(np.abs(vf - feats_floor).max())
             else:
-                errors.append(f"{group}: VISSL features {vf.shape} != ours {feats_floor.shape}")
+                errors.append(
+                    f"{group}: VISSL features {vf.shape} != ours {feats_floor.shape}"
+                )
             del vf
             _, vcfg = compose_config(engine["overrides"], dump_config=False)
 
@@ -632,7 +794,10 @@ def run_group(
         print(f"{tag} ours: cluster_dataset ...", flush=True)
         ours = measure_ours(n, spec, k, args, ckpt, run_dir, reference=feats_floor)
         ours_diff = ours.pop("max_abs_diff")
-        print(f"{tag} k-means alone: faiss floor / run_kmeans / scikit-learn ...", flush=True)
+        print(
+            f"{tag} k-means alone: faiss floor / run_kmeans / scikit-learn ...",
+            flush=True,
+        )
         km = measure_kmeans_alone(x, k, args)
         vissl_cluster: Dict[str, Any] = {}
         if vcfg is not None:
@@ -642,10 +807,26 @@ def run_group(
                     tool, vcfg, n, k, spec, args, engine["features_dir"], run_dir
                 )
             except Exception as e:  # report it and go on with the other measurements
-                errors.append(f"{tag} VISSL cluster tool failed: {type(e).__name__}: {e}")
+                errors.append(
+                    f"{tag} VISSL cluster tool failed: {type(e).__name__}: {e}"
+                )
                 print(errors[-1], flush=True)
-        results.append(summarise(n, spec, feats_floor, k, args, floor, ours, km, engine,
-                                 vissl_cluster, ours_diff, vissl_diff))
+        results.append(
+            summarise(
+                n,
+                spec,
+                feats_floor,
+                k,
+                args,
+                floor,
+                ours,
+                km,
+                engine,
+                vissl_cluster,
+                ours_diff,
+                vissl_diff,
+            )
+        )
         common.print_table([results[-1]], E2E_COLS)
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -659,13 +840,18 @@ def main() -> None:
     tool = None if args.no_vissl else load_vissl_cluster_tool()
     results: List[Dict[str, Any]] = []
     errors: List[str] = []
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, "
-          f"torch {machine['torch_threads']} threads, faiss {machine.get('faiss')} "
-          f"({machine.get('faiss_omp_threads')} threads), GPU {machine['gpu']}; "
-          f"load avg {machine['load_avg_at_start']}; faiss k-means probe "
-          f"{machine['faiss_kmeans_probe']}", flush=True)
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"torch {machine['torch_threads']} threads, faiss {machine.get('faiss')} "
+        f"({machine.get('faiss_omp_threads')} threads), GPU {machine['gpu']}; "
+        f"load avg {machine['load_avg_at_start']}; faiss k-means probe "
+        f"{machine['faiss_kmeans_probe']}",
+        flush=True,
+    )
     for spec in args.spec_list:
-        ckpt = save_npre(os.path.join(args.workdir, f"npre_{spec.name}"), spec, seed=args.seed)
+        ckpt = save_npre(
+            os.path.join(args.workdir, f"npre_{spec.name}"), spec, seed=args.seed
+        )
         for n in args.size_list:
             run_group(n, spec, ckpt, tool, args, results, errors)
             gc.collect()
@@ -673,9 +859,18 @@ def main() -> None:
 
 
 def summarise(
-    n: int, spec: FeatureSpec, feats: np.ndarray, k: int, args: argparse.Namespace,
-    floor: Dict[str, Any], ours: Dict[str, Any], km: Dict[str, Any], ve: Dict[str, Any],
-    vc: Dict[str, Any], ours_diff: float, vissl_diff: Optional[float],
+    n: int,
+    spec: FeatureSpec,
+    feats: np.ndarray,
+    k: int,
+    args: argparse.Namespace,
+    floor: Dict[str, Any],
+    ours: Dict[str, Any],
+    km: Dict[str, Any],
+    ve: Dict[str, Any],
+    vc: Dict[str, Any],
+    ours_diff: float,
+    vissl_diff: Optional[float],
 ) -> Dict[str, Any]:
     o, ve_runs, vc_runs = ours["runs"], ve.get("runs", []), vc.get("runs", [])
     f_bytes = feats.nbytes
@@ -683,13 +878,21 @@ def summarise(
     floor_s = floor["forward_s"] + km["faiss_floor_s"]
     v_wall, v_loop = median_of(ve_runs, "wall_s"), median_of(ve_runs, "loop_s")
     v_cluster = median_of(vc_runs, "cluster_s")
-    vissl_s = v_wall + v_cluster if v_wall is not None and v_cluster is not None else None
-    vissl_nostart = v_loop + v_cluster if v_loop is not None and v_cluster is not None else None
+    vissl_s = (
+        v_wall + v_cluster if v_wall is not None and v_cluster is not None else None
+    )
+    vissl_nostart = (
+        v_loop + v_cluster if v_loop is not None and v_cluster is not None else None
+    )
     peak = median_of(o, "peak_delta_bytes")
     cluster_extra = median_of(o, "cluster_phase_extra_bytes")
     vissl_labels = vc.get("labels")
     return {
-        "N": n, "D": int(feats.shape[1]), "feature": spec.name, "K": k, "niter": args.niter,
+        "N": n,
+        "D": int(feats.shape[1]),
+        "feature": spec.name,
+        "K": k,
+        "niter": args.niter,
         "n_train": km["n_train"],
         "ours_s": ours_s,
         "ours_until_features_s": median_of(o, "until_features_s"),
@@ -715,24 +918,31 @@ def summarise(
         "kmeans_gflop": km["kmeans_gflop"],
         "kmeans_gflop_naive": km["kmeans_gflop_naive_2NKDniter"],
         "gemm_floor_s": km["gemm_floor_s"],
-        "run_kmeans_over_gemm_floor": ratio(km["ours_run_kmeans_s"], km["gemm_floor_s"]),
+        "run_kmeans_over_gemm_floor": ratio(
+            km["ours_run_kmeans_s"], km["gemm_floor_s"]
+        ),
         "sklearn_over_run_kmeans": ratio(km["sklearn_s"], km["ours_run_kmeans_s"]),
         "F_MiB": common.mib(f_bytes),
         "ours_peak_delta_MiB": common.mib(peak),
         "ours_peak_over_F": peak / f_bytes,
-        "ours_extract_peak_delta_MiB": common.mib(median_of(o, "extract_phase_peak_delta_bytes")),
+        "ours_extract_peak_delta_MiB": common.mib(
+            median_of(o, "extract_phase_peak_delta_bytes")
+        ),
         "ours_cluster_extra_MiB": common.mib(cluster_extra),
         "ours_cluster_peak_over_F": (f_bytes + cluster_extra) / f_bytes,
-        "vissl_cluster_peak_delta_MiB":
-            common.mib(median_of(vc_runs, "peak_delta_bytes")) if vc_runs else None,
-        "vissl_engine_children_maxrss_MiB":
-            common.mib(ve["children_max_rss_bytes"]) if ve_runs else None,
+        "vissl_cluster_peak_delta_MiB": (
+            common.mib(median_of(vc_runs, "peak_delta_bytes")) if vc_runs else None
+        ),
+        "vissl_engine_children_maxrss_MiB": (
+            common.mib(ve["children_max_rss_bytes"]) if ve_runs else None
+        ),
         "memory_method": o[0]["memory_method"],
         "max_abs_diff_ours_vs_floor_feats": ours_diff,
         "max_abs_diff_vissl_vs_floor_feats": vissl_diff,
         "nmi_run_kmeans_vs_faiss_floor": nmi(km["ours_labels"], km["floor_labels"]),
-        "nmi_ours_vs_vissl_labels": nmi(ours["labels"], vissl_labels)
-        if vissl_labels is not None else None,
+        "nmi_ours_vs_vissl_labels": (
+            nmi(ours["labels"], vissl_labels) if vissl_labels is not None else None
+        ),
         "ours_num_empty": o[0]["num_empty"],
         "ours_runs": o,
         "vissl_engine_runs": ve_runs,
@@ -743,21 +953,70 @@ def summarise(
     }
 
 
-E2E_COLS = ["N", "D", "feature", "K", "ours_s", "floor_s", "ours_over_floor", "vissl_s",
-            "vissl_over_ours", "vissl_nostartup_over_ours"]
-BREAKDOWN_COLS = ["N", "D", "K", "ours_until_features_s", "ours_after_features_s",
-                  "floor_forward_s", "floor_image_prep_s", "floor_kmeans_s",
-                  "vissl_engine_wall_s", "vissl_engine_startup_s", "vissl_engine_loop_s",
-                  "vissl_cluster_s"]
-KMEANS_COLS = ["N", "D", "K", "n_train", "ours_run_kmeans_s", "floor_kmeans_s", "sklearn_s",
-               "sklearn_iters", "gemm_gflops", "kmeans_gflop", "gemm_floor_s",
-               "run_kmeans_over_gemm_floor", "sklearn_over_run_kmeans"]
-MEM_COLS = ["N", "D", "K", "F_MiB", "ours_peak_delta_MiB", "ours_peak_over_F",
-            "ours_cluster_extra_MiB", "ours_cluster_peak_over_F", "vissl_cluster_peak_delta_MiB",
-            "vissl_engine_children_maxrss_MiB"]
-CHECK_COLS = ["N", "D", "K", "max_abs_diff_ours_vs_floor_feats",
-              "max_abs_diff_vissl_vs_floor_feats", "nmi_run_kmeans_vs_faiss_floor",
-              "nmi_ours_vs_vissl_labels", "ours_num_empty", "vissl_shard_files"]
+E2E_COLS = [
+    "N",
+    "D",
+    "feature",
+    "K",
+    "ours_s",
+    "floor_s",
+    "ours_over_floor",
+    "vissl_s",
+    "vissl_over_ours",
+    "vissl_nostartup_over_ours",
+]
+BREAKDOWN_COLS = [
+    "N",
+    "D",
+    "K",
+    "ours_until_features_s",
+    "ours_after_features_s",
+    "floor_forward_s",
+    "floor_image_prep_s",
+    "floor_kmeans_s",
+    "vissl_engine_wall_s",
+    "vissl_engine_startup_s",
+    "vissl_engine_loop_s",
+    "vissl_cluster_s",
+]
+KMEANS_COLS = [
+    "N",
+    "D",
+    "K",
+    "n_train",
+    "ours_run_kmeans_s",
+    "floor_kmeans_s",
+    "sklearn_s",
+    "sklearn_iters",
+    "gemm_gflops",
+    "kmeans_gflop",
+    "gemm_floor_s",
+    "run_kmeans_over_gemm_floor",
+    "sklearn_over_run_kmeans",
+]
+MEM_COLS = [
+    "N",
+    "D",
+    "K",
+    "F_MiB",
+    "ours_peak_delta_MiB",
+    "ours_peak_over_F",
+    "ours_cluster_extra_MiB",
+    "ours_cluster_peak_over_F",
+    "vissl_cluster_peak_delta_MiB",
+    "vissl_engine_children_maxrss_MiB",
+]
+CHECK_COLS = [
+    "N",
+    "D",
+    "K",
+    "max_abs_diff_ours_vs_floor_feats",
+    "max_abs_diff_vissl_vs_floor_feats",
+    "nmi_run_kmeans_vs_faiss_floor",
+    "nmi_ours_vs_vissl_labels",
+    "ours_num_empty",
+    "vissl_shard_files",
+]
 
 NOTES = [
     "Targets: ours_over_floor <= 1.2, vissl_over_ours >= 2, ours_cluster_peak_over_F <= 1.5. "
@@ -798,29 +1057,48 @@ NOTES = [
 
 
 def report(
-    args: argparse.Namespace, machine: Dict[str, Any], results: List[Dict[str, Any]],
+    args: argparse.Namespace,
+    machine: Dict[str, Any],
+    results: List[Dict[str, Any]],
     errors: List[str],
 ) -> None:
     tables = [
-        {"title": "End to end: ours vs floor vs VISSL's route (seconds; ratios from this run)",
-         "columns": E2E_COLS, "rows": results},
+        {
+            "title": "End to end: ours vs floor vs VISSL's route (seconds; ratios from this run)",
+            "columns": E2E_COLS,
+            "rows": results,
+        },
         {"title": "Breakdown (seconds)", "columns": BREAKDOWN_COLS, "rows": results},
-        {"title": "k-means alone on the same L2-normalised matrix (seconds)",
-         "columns": KMEANS_COLS, "rows": results},
-        {"title": "Memory (peak RSS deltas, MiB; F = the N x D float32 feature matrix)",
-         "columns": MEM_COLS, "rows": results},
-        {"title": "Checks (same features, label agreement)", "columns": CHECK_COLS,
-         "rows": results},
+        {
+            "title": "k-means alone on the same L2-normalised matrix (seconds)",
+            "columns": KMEANS_COLS,
+            "rows": results,
+        },
+        {
+            "title": "Memory (peak RSS deltas, MiB; F = the N x D float32 feature matrix)",
+            "columns": MEM_COLS,
+            "rows": results,
+        },
+        {
+            "title": "Checks (same features, label agreement)",
+            "columns": CHECK_COLS,
+            "rows": results,
+        },
     ]
     for t in tables:
         common.print_table(t["rows"], t["columns"], title=t["title"])
     used = sorted({r["feature"] for r in results})
-    notes = [n.format(batch=args.batch_size, niter=args.niter, mppc=args.max_points_per_centroid)
-             for n in NOTES]
+    notes = [
+        n.format(
+            batch=args.batch_size, niter=args.niter, mppc=args.max_points_per_centroid
+        )
+        for n in NOTES
+    ]
     notes.append(
         f"N_pre is untrained (random init, seed {args.seed}): the cost of the cluster step does "
         "not depend on the weights. Features: "
-        + "; ".join(f"{s}: {SPECS[s].about}" for s in used) + "."
+        + "; ".join(f"{s}: {SPECS[s].about}" for s in used)
+        + "."
     )
     notes.append(
         f"Machine check: faiss k-means probe (4000x128, K=50, 20 iterations) "
@@ -829,26 +1107,36 @@ def report(
         "spin-waiting against other load on the machine and the k-means numbers are inflated: "
         "re-run on a quiet machine."
     )
-    flags = [r["labels_file_in_dataset_order"] for res in results
-             for r in res["vissl_cluster_runs"]]
+    flags = [
+        r["labels_file_in_dataset_order"]
+        for res in results
+        for r in res["vissl_cluster_runs"]
+    ]
     if flags and not all(flags):
         notes.append(
             "VISSL's <prefix>_labels.npy is written in shard-listing order, not dataset order, "
             "when there are several shards (its .pkl holds the sample indices, used here)."
         )
     notes += ["ERROR: " + e.replace("\n", " | ") for e in errors]
-    name = args.name or ("cluster_step_speed_quick" if args.quick else "cluster_step_speed")
+    name = args.name or (
+        "cluster_step_speed_quick" if args.quick else "cluster_step_speed"
+    )
     slim_args = {k: v for k, v in vars(args).items() if k != "spec_list"}
     slim_args["specs"] = [s.name for s in args.spec_list]
     paths = common.write_results(
-        name, machine, tables=tables,
+        name,
+        machine,
+        tables=tables,
         data={"args": slim_args, "results": results, "errors": errors},
-        notes=notes, title="ClusterFit cluster step: ours vs VISSL's route vs the floor",
+        notes=notes,
+        title="ClusterFit cluster step: ours vs VISSL's route vs the floor",
     )
     if errors:
         print("\nERRORS:\n" + "\n".join(errors))
-    print(f"\nwrote {paths['md']} and {paths['json']} "
-          f"(benchmark wall time {common.elapsed_s():.0f} s)")
+    print(
+        f"\nwrote {paths['md']} and {paths['json']} "
+        f"(benchmark wall time {common.elapsed_s():.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 for _p in (HERE, ROOT):
@@ -56,6 +57,7 @@ for _p in (HERE, ROOT):
         sys.path.insert(0, _p)
 
 import common  # noqa: E402  (benchmarks/common.py: machine info, tables, paths)
+
 
 LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 CONFIG_ROOT = os.path.join(ROOT, "vissl_clusterfit", "configs", "config")
@@ -83,8 +85,9 @@ class Preset:
     eval_train_limit: int = 5000           # VISSL linear probe: train images (-1 = 60k)
     eval_test_limit: int = 5000            # VISSL linear probe: test images (-1 = 10k)
     eval_epochs: int = 3
-    eval_digits: bool = False              # VISSL linear probes on digits too (probes.py's
-                                           # full-label logistic regression covers digits)
+    # VISSL linear probes on digits too (probes.py's full-label logistic regression
+    # covers digits)
+    eval_digits: bool = False
     num_proc: int = 1
     probes: bool = True                    # benchmarks/probes.py on every checkpoint
     probe_targets: str = "fmnist,digits"
@@ -175,13 +178,19 @@ def check_configs(p: Preset) -> None:
             f"vissl_clusterfit/pretrain/{pretext}_fmnist_{p.scale}",
             f"vissl_clusterfit/clusterfit/ncf_{pretext}_fmnist_{p.scale}",
         ]
-    missing = [n for n in needed if not os.path.isfile(os.path.join(CONFIG_ROOT, n + ".yaml"))]
+    missing = [
+        n for n in needed if not os.path.isfile(os.path.join(CONFIG_ROOT, n + ".yaml"))
+    ]
     if missing:
         raise FileNotFoundError(
             f"the pipeline at scale={p.scale} needs configs that do not exist: "
             + ", ".join(missing)
             + f" (under {CONFIG_ROOT}): add them"
-            + (", or pass --no-eval-digits" if any("linear_digits" in m for m in missing) else "")
+            + (
+                ", or pass --no-eval-digits"
+                if any("linear_digits" in m for m in missing)
+                else ""
+            )
             + f", or run at another scale than {p.scale}."
         )
 
@@ -208,7 +217,9 @@ def model_order(p: Preset) -> List[str]:
     return out
 
 
-def run_seed(p: Preset, seed: int, out_dir: str, passthrough: List[str]) -> Dict[str, Any]:
+def run_seed(
+    p: Preset, seed: int, out_dir: str, passthrough: List[str]
+) -> Dict[str, Any]:
     """Every pipeline of one seed (one per K, sharing N_pre / N_pre 2x / random init
     through the shared output folder), then probes.py on every checkpoint."""
     from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
@@ -277,7 +288,9 @@ def probe_model(
     import probes
 
     config_name = (
-        f"vissl_clusterfit/pretrain/rotnet_fmnist_{p.scale}" if label == "random init" else None
+        f"vissl_clusterfit/pretrain/rotnet_fmnist_{p.scale}"
+        if label == "random init"
+        else None
     )
     kwargs = dict(
         targets=_names(p.probe_targets),
@@ -327,14 +340,20 @@ def per_seed_accuracies(
         for target, tres in res["targets"].items():
             for probe in PROBE_ORDER[1:]:
                 if tres.get(probe):
-                    acc.setdefault(target, {}).setdefault(probe, {})[model] = tres[probe]
+                    acc.setdefault(target, {}).setdefault(probe, {})[model] = tres[
+                        probe
+                    ]
     return acc
 
 
 def _mean_std(values: List[float]) -> Tuple[float, float]:
     n = len(values)
     mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    std = (
+        math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        if n > 1
+        else float("nan")
+    )
     return mean, std
 
 
@@ -360,9 +379,9 @@ def aggregate(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
                 for layer, seeded in layers.items():
                     vals = [v for _, v in seeded]
                     mean, std = _mean_std(vals)
-                    stats.setdefault(target, {}).setdefault(probe, {}).setdefault(model, {})[
-                        layer
-                    ] = {
+                    stats.setdefault(target, {}).setdefault(probe, {}).setdefault(
+                        model, {}
+                    )[layer] = {
                         "mean": round(mean, 2),
                         "std": None if math.isnan(std) else round(std, 2),
                         "n": len(vals),
@@ -375,7 +394,9 @@ def aggregate(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
 def _cell(s: Optional[Dict[str, Any]]) -> str:
     if not s:
         return "-"
-    return f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s.get("std") is not None else "")
+    return f"{s['mean']:.2f}" + (
+        f" ± {s['std']:.2f}" if s.get("std") is not None else ""
+    )
 
 
 def _sorted_probes(probes_: Dict[str, Any]) -> List[str]:
@@ -392,8 +413,12 @@ def accuracy_tables(stats: Dict[str, Any], order: List[str]) -> List[Dict[str, A
         for probe in _sorted_probes(stats[target]):
             models = stats[target][probe]
             rows = []
-            for model in [m for m in order if m in models] + [m for m in models if m not in order]:
-                rows.append({"model": model, **{l: _cell(models[model].get(l)) for l in LAYERS}})
+            for model in [m for m in order if m in models] + [
+                m for m in models if m not in order
+            ]:
+                rows.append(
+                    {"model": model, **{l: _cell(models[model].get(l)) for l in LAYERS}}
+                )
             tables.append(
                 {
                     "title": f"{target}: {PROBE_TITLES.get(probe, probe)}",
@@ -426,7 +451,9 @@ def _fmt_diff(d: float, se: Optional[float]) -> str:
     return s
 
 
-def best_k(stats: Dict[str, Any], pretext: str, ks: List[int]) -> Tuple[Optional[int], str]:
+def best_k(
+    stats: Dict[str, Any], pretext: str, ks: List[int]
+) -> Tuple[Optional[int], str]:
     """K of the N_cf with the best mean over layers of the criterion probe: the
     Fashion-MNIST VISSL linear probe when there is one, else Fashion-MNIST k-NN."""
     for target, probe in (
@@ -476,9 +503,13 @@ def comparison(
                         continue
                     short = ref.replace(f" {pretext}", "")
                     a = agg.setdefault(
-                        short, {"res5": [], "wins": 0, "pairs": 0, "sig_pos": 0, "sig_neg": 0}
+                        short,
+                        {"res5": [], "wins": 0, "pairs": 0, "sig_pos": 0, "sig_neg": 0},
                     )
-                    row: Dict[str, Any] = {"probe": f"{target} {probe}", "N_cf minus": short}
+                    row: Dict[str, Any] = {
+                        "probe": f"{target} {probe}",
+                        "N_cf minus": short,
+                    }
                     wins, diffs = 0, {}
                     for l in LAYERS:
                         if l in models[ncf] and l in models[ref]:
@@ -564,11 +595,11 @@ def comparison(
             if mean["N_pre"] < 0 and mean["N_cf"] > mean["N_pre"]:
                 verdict = "N_pre's res5 trails its res4 and N_cf narrows that gap, as in the paper"
             elif mean["N_pre"] < 0:
-                verdict = "N_pre's res5 trails its res4 but N_cf does not narrow that gap"
-            else:
                 verdict = (
-                    "N_pre's res5 does not trail its res4 here (no sign of the pretext overfit)"
+                    "N_pre's res5 trails its res4 but N_cf does not narrow that gap"
                 )
+            else:
+                verdict = "N_pre's res5 does not trail its res4 here (no sign of the pretext overfit)"
             lines.append(
                 f"{pretext}: res5 minus res4, mean over {n} probes: N_pre {mean['N_pre']:+.2f}, "
                 f"N_cf K={k} {mean['N_cf']:+.2f} (N_pre's res5 below its res4 in "
@@ -590,7 +621,9 @@ def comparison(
     return tables, lines, data
 
 
-def cluster_table(per_seed_clusters: Dict[int, Dict[str, Any]], p: Preset) -> Dict[str, Any]:
+def cluster_table(
+    per_seed_clusters: Dict[int, Dict[str, Any]], p: Preset
+) -> Dict[str, Any]:
     rows = []
     for pretext in _names(p.pretexts):
         for k in _ints(p.ks):
@@ -607,11 +640,22 @@ def cluster_table(per_seed_clusters: Dict[int, Dict[str, Any]], p: Preset) -> Di
                 if vals:
                     mean, std = _mean_std([float(v) for v in vals])
                     fmt = ".3f" if key in ("nmi", "ami", "purity") else ".0f"
-                    row[key] = f"{mean:{fmt}}" + ("" if math.isnan(std) else f" ± {std:{fmt}}")
+                    row[key] = f"{mean:{fmt}}" + (
+                        "" if math.isnan(std) else f" ± {std:{fmt}}"
+                    )
             rows.append(row)
     return {
         "title": "Clusters of N_pre res5 features vs the (unused) Fashion-MNIST labels",
-        "columns": ["N_pre", "K", "nmi", "ami", "purity", "num_empty", "size_min", "size_max"],
+        "columns": [
+            "N_pre",
+            "K",
+            "nmi",
+            "ami",
+            "purity",
+            "num_empty",
+            "size_min",
+            "size_max",
+        ],
         "rows": rows,
     }
 
@@ -635,7 +679,9 @@ def time_table(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
                     "seed": seed,
                     "stage": f"probes {model}",
                     "s": round(s),
-                    "run": "now" if model in out.get("probes_run_now", []) else "earlier",
+                    "run": (
+                        "now" if model in out.get("probes_run_now", []) else "earlier"
+                    ),
                 }
             )
     return {
@@ -688,7 +734,9 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
         if ncf:
             start_ncf[x] = max(0.0, sum(ncf) / len(ncf) - c_train[x] * d0 * e0)
     if not c_train:
-        raise ValueError("the calibration run has no N_pre stage times (its stages were reused)")
+        raise ValueError(
+            "the calibration run has no N_pre stage times (its stages were reused)"
+        )
     # clustering extraction per image (inside start_ncf at d0 images; rescaled below)
     ext = [m["time_s"]["extract"] for c in out["clusters"].values() for m in c.values()]
     c_cluster = (sum(ext) / len(ext)) / d0 if ext else 0.0
@@ -700,12 +748,16 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
         return s["eval_epochs"] * n_train + passes * n_test
 
     lin_fm = [
-        v for k, v in st.items() if k.startswith("linear_") and not k.startswith("linear_digits_")
+        v
+        for k, v in st.items()
+        if k.startswith("linear_") and not k.startswith("linear_digits_")
     ]
     lin_dg = [v for k, v in st.items() if k.startswith("linear_digits_")]
     start_lin = min(start_train.values())
     imgs_fm = lin_images(
-        cs, _n(cs["eval_train_limit"], FMNIST_TRAIN), _n(cs["eval_test_limit"], FMNIST_TEST)
+        cs,
+        _n(cs["eval_train_limit"], FMNIST_TRAIN),
+        _n(cs["eval_test_limit"], FMNIST_TEST),
     )
     c_lin = max(0.0, sum(lin_fm) / len(lin_fm) - start_lin) / imgs_fm if lin_fm else 0.0
     if lin_dg:
@@ -730,7 +782,9 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
     if len(set(n for n, _ in fits)) >= 2:
         xs, ys = [n for n, _ in fits], [t for _, t in fits]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
         b = max(b, 0.0)
         a = max(my - b * mx, 0.0)
     else:
@@ -747,9 +801,13 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
     }
     for x in pretexts:
         c, s0 = c_train.get(x, c_train[ref]), start_train.get(x, start_train[ref])
-        est["train N_pre / N_pre 2x"] += s0 + c * d * e + (s0 + c * d * 2 * e if p.with_2x else 0.0)
+        est["train N_pre / N_pre 2x"] += (
+            s0 + c * d * e + (s0 + c * d * 2 * e if p.with_2x else 0.0)
+        )
         sn = start_ncf.get(x, start_ncf.get(ref, s0))
-        est["train N_cf (incl. clustering)"] += len(ks) * (sn + c_cluster * (d - d0) + c * d * e)
+        est["train N_cf (incl. clustering)"] += len(ks) * (
+            sn + c_cluster * (d - d0) + c * d * e
+        )
     n_models = len(pretexts) * (1 + int(p.with_2x) + len(ks)) + int(p.with_random)
     est["VISSL linear probes"] = n_models * (
         start_lin
@@ -760,7 +818,10 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
             _n(p.eval_test_limit, FMNIST_TEST),
         )
         + (
-            (start_lin + c_lin * lin_images(dataclasses.asdict(p), DIGITS_TRAIN, DIGITS_TEST))
+            (
+                start_lin
+                + c_lin * lin_images(dataclasses.asdict(p), DIGITS_TRAIN, DIGITS_TEST)
+            )
             if p.eval_digits
             else 0.0
         )
@@ -768,8 +829,14 @@ def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, float]:
     if p.probes:
         per_model = 0.0
         for target in _names(p.probe_targets):
-            n_tr = _n(p.probe_n_train, FMNIST_TRAIN) if target == "fmnist" else DIGITS_TRAIN
-            n_te = _n(p.probe_n_test, FMNIST_TEST) if target == "fmnist" else DIGITS_TEST
+            n_tr = (
+                _n(p.probe_n_train, FMNIST_TRAIN)
+                if target == "fmnist"
+                else DIGITS_TRAIN
+            )
+            n_te = (
+                _n(p.probe_n_test, FMNIST_TEST) if target == "fmnist" else DIGITS_TEST
+            )
             per_model += c_ext * (n_tr + n_te)
             for shots in _ints(p.probe_shots):
                 per_model += len(LAYERS) * p.probe_draws * (a + b * 10 * shots)
@@ -809,7 +876,10 @@ def plot(path: str, stats: Dict[str, Any], p: Preset) -> None:
     if not combos:
         return
     fig, axes = plt.subplots(
-        len(combos), len(pretexts), figsize=(5 * len(pretexts), 2.8 * len(combos)), squeeze=False
+        len(combos),
+        len(pretexts),
+        figsize=(5 * len(pretexts), 2.8 * len(combos)),
+        squeeze=False,
     )
     ks = _ints(p.ks)
     cmap = plt.get_cmap("viridis")
@@ -819,7 +889,10 @@ def plot(path: str, stats: Dict[str, Any], p: Preset) -> None:
             ax = axes[r][c]
             styles = [
                 (f"N_pre {pretext}", dict(color="tab:red", marker="o")),
-                (f"N_pre 2x {pretext}", dict(color="tab:orange", marker="s", linestyle="--")),
+                (
+                    f"N_pre 2x {pretext}",
+                    dict(color="tab:orange", marker="s", linestyle="--"),
+                ),
             ]
             styles += [
                 (
@@ -828,7 +901,9 @@ def plot(path: str, stats: Dict[str, Any], p: Preset) -> None:
                 )
                 for i, k in enumerate(ks)
             ]
-            styles.append(("random init", dict(color="grey", marker="x", linestyle=":")))
+            styles.append(
+                ("random init", dict(color="grey", marker="x", linestyle=":"))
+            )
             for model, style in styles:
                 if model not in models:
                     continue
@@ -948,16 +1023,22 @@ def print_tables(tables: List[Dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv: Optional[List[str]]) -> Tuple[str, Preset, List[str], argparse.Namespace]:
+def parse_args(
+    argv: Optional[List[str]],
+) -> Tuple[str, Preset, List[str], argparse.Namespace]:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="config.X=Y arguments are passed to every VISSL stage.",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument(
-        "--name", default="", help="results stem (default clusterfit_reproduction_<preset>)"
+        "--name",
+        default="",
+        help="results stem (default clusterfit_reproduction_<preset>)",
     )
-    ap.add_argument("--workdir", default=os.path.join(common.WORK_DIR, "clusterfit_reproduction"))
+    ap.add_argument(
+        "--workdir", default=os.path.join(common.WORK_DIR, "clusterfit_reproduction")
+    )
     ap.add_argument(
         "--estimate-from",
         default="",
@@ -970,7 +1051,11 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[str, Preset, List[str], argpa
         help_ = FLAG_HELP.get(f.name, "") + " (default: the preset's)"
         if f.type in (bool, "bool"):
             ap.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_,
             )
         else:
             ap.add_argument(
@@ -983,7 +1068,9 @@ def parse_args(argv: Optional[List[str]]) -> Tuple[str, Preset, List[str], argpa
     args, rest = ap.parse_known_args(argv)
     bad = [a for a in rest if not a.startswith(("config.", "+config."))]
     if bad:
-        ap.error(f"unrecognised arguments {bad} (VISSL overrides must start with config.)")
+        ap.error(
+            f"unrecognised arguments {bad} (VISSL overrides must start with config.)"
+        )
     preset = dataclasses.replace(
         PRESETS[args.preset],
         **{
@@ -1012,7 +1099,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             print(f"  {k:<32} {v:8.0f} s  ({v / 60:.1f} min)")
         print(f"  cost model: {json.dumps(model)}")
         if p.scale != "cpu":
-            print("  (calibrated at scale=cpu: a gpu-scale estimate from it is meaningless)")
+            print(
+                "  (calibrated at scale=cpu: a gpu-scale estimate from it is meaningless)"
+            )
         return {"estimate_s": est, "model": model}
     check_configs(p)
     machine = common.machine_info()
@@ -1029,7 +1118,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     seed_time: Dict[int, float] = {}
     for seed in _ints(p.seeds):
         ts = time.time()
-        per_seed[seed] = run_seed(p, seed, os.path.join(run_dir, f"seed{seed}"), passthrough)
+        per_seed[seed] = run_seed(
+            p, seed, os.path.join(run_dir, f"seed{seed}"), passthrough
+        )
         seed_time[seed] = round(time.time() - ts, 1)
     stats = aggregate({s: per_seed_accuracies(o) for s, o in per_seed.items()})
     order = model_order(p)
@@ -1079,7 +1170,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     md_path = os.path.join(common.RESULTS_DIR, f"{name}.md")
     with open(md_path, "w") as f:
         f.write(markdown(name, payload, acc_tables, cmp_tables, cmp_lines, extra, png))
-    print(f"\n[repro] total {wall:.0f}s; wrote {json_path}, {md_path}, {png}", flush=True)
+    print(
+        f"\n[repro] total {wall:.0f}s; wrote {json_path}, {md_path}, {png}", flush=True
+    )
     return payload
 
 

@@ -5,6 +5,7 @@ Benchmarks measure and report; they never assert on time. Every results file rec
 the machine, the git commit of the repository, the exact command and the wall time, so
 a number can be traced back to how it was produced.
 """
+
 import datetime
 import gc
 import json
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
@@ -55,11 +57,16 @@ def git_commit(repo: str = ROOT) -> str:
     """HEAD of ``repo``, with ``+dirty`` when tracked files differ from it."""
     try:
         head = subprocess.run(
-            ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", repo, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -87,7 +94,9 @@ def machine_info() -> Dict[str, Any]:
     info: Dict[str, Any] = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cores_usable": (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        ),
         "mem_total_gib": _mem_total_gib(),
         "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
         "python": platform.python_version(),
@@ -95,11 +104,7 @@ def machine_info() -> Dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "threading_env": {
-            k: os.environ[k]
-            for k in _THREAD_ENV
-            if k in os.environ
-        },
+        "threading_env": {k: os.environ[k] for k in _THREAD_ENV if k in os.environ},
         "git_commit": git_commit(),
         "command": command_line(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -176,7 +181,8 @@ def rss_bytes() -> int:
 
 def trim_heap() -> None:
     """Give freed malloc memory back to the OS (glibc ``malloc_trim``), so that memory a
-    measured block allocates shows up in RSS instead of reusing pages freed before it."""
+    measured block allocates shows up in RSS instead of reusing pages freed before it.
+    """
     try:
         import ctypes
 
@@ -213,7 +219,9 @@ class PeakRSS:
         self.start = rss_bytes()
         self.phases: List[Dict[str, int]] = []
         self._phase_start = self.start
-        self.method = "VmHWM" if _reset_hwm() and _status_kib("VmHWM") is not None else "sampling"
+        self.method = (
+            "VmHWM" if _reset_hwm() and _status_kib("VmHWM") is not None else "sampling"
+        )
         self._sampled_peak = self.start
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -286,17 +294,24 @@ def format_table(
     """Rows (dicts) as an aligned text table, or a GitHub Markdown table."""
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        lines = [
+            "| " + " | ".join(columns) + " |",
+            "|" + "|".join("---" for _ in columns) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join(lines)
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    widths = [
+        max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)
+    ]
     fmt = "  ".join("{:>%d}" % w for w in widths)
     lines = [fmt.format(*columns), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*row) for row in cells]
     return "\n".join(lines)
 
 
-def print_table(rows: Iterable[Dict[str, Any]], columns: Sequence[str], title: str = "") -> None:
+def print_table(
+    rows: Iterable[Dict[str, Any]], columns: Sequence[str], title: str = ""
+) -> None:
     if title:
         print(f"\n{title}")
     print(format_table(list(rows), columns), flush=True)
@@ -325,7 +340,8 @@ def write_results(
         "machine": machine,
         "wall_time_s": wall,
         "tables": [
-            dict(t, rows=[{c: r.get(c) for c in t["columns"]} for r in t["rows"]]) for t in tables
+            dict(t, rows=[{c: r.get(c) for c in t["columns"]} for r in t["rows"]])
+            for t in tables
         ],
         "data": data,
         "notes": list(notes),

@@ -27,11 +27,13 @@ import sys
 import time
 from typing import Any, Dict, List
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_info  # noqa: E402
 
 from vissl_clusterfit.pipeline import Pipeline, PipelineSettings  # noqa: E402
 from vissl_clusterfit.report import LAYERS, accuracy_table  # noqa: E402
+
 
 SOBEL = ["config.MODEL.TRUNK.VCF_RESNET.SOBEL=true"]
 
@@ -39,23 +41,37 @@ SOBEL = ["config.MODEL.TRUNK.VCF_RESNET.SOBEL=true"]
 def parse_args(argv: List[str] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="deepcluster,deepercluster")
-    ap.add_argument("--images", type=int, default=5000, help="unlabelled training images")
+    ap.add_argument(
+        "--images", type=int, default=5000, help="unlabelled training images"
+    )
     ap.add_argument("--epochs", type=int, default=15, help="DeepCluster epochs")
     ap.add_argument("--k", type=int, default=100, help="DeepCluster K")
     ap.add_argument("--deeper-epochs", type=int, default=6, help="DeeperCluster epochs")
-    ap.add_argument("--groups", type=int, default=4, help="DeeperCluster m (level-1 groups)")
-    ap.add_argument("--sub", type=int, default=10, help="DeeperCluster k (clusters per group)")
-    ap.add_argument("--rotnet-epochs", type=int, default=6, help="RotNet init of DeeperCluster")
+    ap.add_argument(
+        "--groups", type=int, default=4, help="DeeperCluster m (level-1 groups)"
+    )
+    ap.add_argument(
+        "--sub", type=int, default=10, help="DeeperCluster k (clusters per group)"
+    )
+    ap.add_argument(
+        "--rotnet-epochs", type=int, default=6, help="RotNet init of DeeperCluster"
+    )
     ap.add_argument("--eval-images", type=int, default=5000)
     ap.add_argument("--eval-epochs", type=int, default=3)
     ap.add_argument("--no-probes", action="store_true", help="VISSL linear probes only")
     ap.add_argument("--probe-images", type=int, default=5000)
     ap.add_argument("--name", default="deepcluster_vs_random")
-    ap.add_argument("--out", default="", help="work dir (default: one per setting under "
-                    "benchmarks/_work/deepcluster_vs_random/, so a rerun reuses only its own stages)")
+    ap.add_argument(
+        "--out",
+        default="",
+        help="work dir (default: one per setting under "
+        "benchmarks/_work/deepcluster_vs_random/, so a rerun reuses only its own stages)",
+    )
     args = ap.parse_args(argv)
     if not args.out:
-        key = {k: v for k, v in vars(args).items() if k not in ("name", "out", "no_probes")}
+        key = {
+            k: v for k, v in vars(args).items() if k not in ("name", "out", "no_probes")
+        }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         args.out = os.path.join("benchmarks", "_work", "deepcluster_vs_random", digest)
     return args
@@ -65,7 +81,8 @@ def deeper_overrides(args: argparse.Namespace, rotnet: str) -> List[str]:
     m, k = args.groups, args.sub
     return [
         f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={rotnet}",
-        f"config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS={m}", f"config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB={k}",
+        f"config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS={m}",
+        f"config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB={k}",
         f"config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes={k}",
         "config.MODEL.HEAD.PARAMS=[[vcf_hierarchical_head,{in_dim:128,"
         f"num_super_classes:{4 * m},num_sub_classes:{k}}}]]",
@@ -83,8 +100,14 @@ def probe(args: argparse.Namespace, ckpt: str) -> Dict[str, Any]:
     import probes
 
     res = probes.probe_checkpoint(
-        ckpt, None, targets=("fmnist", "digits"), n_train=args.probe_images,
-        n_test=args.probe_images, shots=(10, 100), draws=3, full_label=(),
+        ckpt,
+        None,
+        targets=("fmnist", "digits"),
+        n_train=args.probe_images,
+        n_test=args.probe_images,
+        shots=(10, 100),
+        draws=3,
+        full_label=(),
     )
     out = {}
     for target, r in res["targets"].items():
@@ -99,8 +122,11 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     methods = [m for m in args.methods.split(",") if m]
     t0 = time.time()
     settings = PipelineSettings(
-        output_dir=args.out, eval_train_limit=args.eval_images, eval_test_limit=-1,
-        eval_epochs=args.eval_epochs, scale="cpu",
+        output_dir=args.out,
+        eval_train_limit=args.eval_images,
+        eval_test_limit=-1,
+        eval_epochs=args.eval_epochs,
+        scale="cpu",
     )
     pipe = Pipeline(settings, [])
     data = [f"config.DATA.TRAIN.DATA_LIMIT={args.images}"]
@@ -110,46 +136,77 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     sobel: List[str] = []  # models with the Sobel stem (their probes need it too)
     if "deepcluster" in methods:
         dc = pipe.train(
-            "deepcluster", "vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
-            [*data, f"config.OPTIMIZER.num_epochs={args.epochs}", f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={args.k}"],
+            "deepcluster",
+            "vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
+            [
+                *data,
+                f"config.OPTIMIZER.num_epochs={args.epochs}",
+                f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={args.k}",
+            ],
         )
         models[f"DeepCluster K={args.k}, {args.epochs} ep"] = dc
-        models["random init (Sobel)"] = pipe.random_init_checkpoint(SOBEL, name="random_init_sobel")
+        models["random init (Sobel)"] = pipe.random_init_checkpoint(
+            SOBEL, name="random_init_sobel"
+        )
         groups["deepcluster"] = sobel = list(models)[-2:]
         rounds["deepcluster"] = rounds_of(os.path.dirname(dc))
     if "deepercluster" in methods:
         rot = pipe.train(
-            "rotnet", "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            "rotnet",
+            "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
             [*data, f"config.OPTIMIZER.num_epochs={args.rotnet_epochs}"],
         )
         deeper = pipe.train(
-            "deepercluster", "vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
-            [*data, f"config.OPTIMIZER.num_epochs={args.deeper_epochs}", *deeper_overrides(args, rot)],
+            "deepercluster",
+            "vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
+            [
+                *data,
+                f"config.OPTIMIZER.num_epochs={args.deeper_epochs}",
+                *deeper_overrides(args, rot),
+            ],
         )
         names = [
             f"DeeperCluster m={args.groups} k={args.sub}, {args.deeper_epochs} ep (from RotNet)",
             f"RotNet, {args.rotnet_epochs} ep (its init)",
             "random init",
         ]
-        models.update(zip(names, [deeper, rot, pipe.random_init_checkpoint(name="random_init")]))
+        models.update(
+            zip(names, [deeper, rot, pipe.random_init_checkpoint(name="random_init")])
+        )
         groups["deepercluster"] = names
         rounds["deepercluster"] = rounds_of(os.path.dirname(deeper))
 
     linear = {
-        label: pipe.linear_eval("linear_" + _slug(label), ckpt, extra=SOBEL if label in sobel else [])
+        label: pipe.linear_eval(
+            "linear_" + _slug(label), ckpt, extra=SOBEL if label in sobel else []
+        )
         for label, ckpt in models.items()
     }
-    probe_results = {} if args.no_probes else {label: probe(args, ckpt) for label, ckpt in models.items()}
+    probe_results = (
+        {}
+        if args.no_probes
+        else {label: probe(args, ckpt) for label, ckpt in models.items()}
+    )
     tables = {}
     for method, labels in groups.items():
-        tables[method] = {"VISSL linear probe, full labels": accuracy_table({l: linear[l] for l in labels})}
+        tables[method] = {
+            "VISSL linear probe, full labels": accuracy_table(
+                {l: linear[l] for l in labels}
+            )
+        }
         for p in sorted({p for l in labels for p in probe_results.get(l, {})}):
             tables[method][p] = accuracy_table({l: probe_results[l][p] for l in labels})
     out = {
-        "command": " ".join([sys.executable] + sys.argv), "machine": machine_info(),
-        "args": vars(args), "checkpoints": models, "linear_top1": linear, "probes": probe_results,
-        "gains_vs_random": gains(groups, linear, probe_results), "rounds": rounds,
-        "stage_time_s": pipe.timings, "wall_s": round(time.time() - t0, 1),
+        "command": " ".join([sys.executable] + sys.argv),
+        "machine": machine_info(),
+        "args": vars(args),
+        "checkpoints": models,
+        "linear_top1": linear,
+        "probes": probe_results,
+        "gains_vs_random": gains(groups, linear, probe_results),
+        "rounds": rounds,
+        "stage_time_s": pipe.timings,
+        "wall_s": round(time.time() - t0, 1),
     }
     os.makedirs("benchmarks/results", exist_ok=True)
     with open(f"benchmarks/results/{args.name}.json", "w") as f:
@@ -165,7 +222,9 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")[:40]
 
 
-def gains(groups: Dict[str, List[str]], linear: Dict[str, Any], probe_results: Dict[str, Any]) -> Dict[str, Any]:
+def gains(
+    groups: Dict[str, List[str]], linear: Dict[str, Any], probe_results: Dict[str, Any]
+) -> Dict[str, Any]:
     """Method minus its random init, per probe and layer, and how many cells are > 0."""
     out = {}
     for method, labels in groups.items():
@@ -173,25 +232,42 @@ def gains(groups: Dict[str, List[str]], linear: Dict[str, Any], probe_results: D
         probes_ = {"linear": (linear[trained], linear[rnd])}
         for p in probe_results.get(trained, {}):
             probes_[p] = (probe_results[trained][p], probe_results[rnd][p])
-        diffs = {p: {l: round(a[l] - b[l], 2) for l in LAYERS if l in a and l in b} for p, (a, b) in probes_.items()}
+        diffs = {
+            p: {l: round(a[l] - b[l], 2) for l in LAYERS if l in a and l in b}
+            for p, (a, b) in probes_.items()
+        }
         cells = [v for d in diffs.values() for v in d.values()]
-        out[method] = {"diff": diffs, "cells_better": sum(v > 0 for v in cells), "cells": len(cells)}
+        out[method] = {
+            "diff": diffs,
+            "cells_better": sum(v > 0 for v in cells),
+            "cells": len(cells),
+        }
     return out
 
 
 def markdown(out: Dict[str, Any], tables: Dict[str, Dict[str, str]]) -> str:
     lines = [
-        "# DeepCluster / DeeperCluster vs random init (Fashion-MNIST, digits; top-1 %)", "",
-        f"- command: `{out['command']}`", f"- machine: {out['machine']}",
-        f"- wall time: {out['wall_s']} s", "",
+        "# DeepCluster / DeeperCluster vs random init (Fashion-MNIST, digits; top-1 %)",
+        "",
+        f"- command: `{out['command']}`",
+        f"- machine: {out['machine']}",
+        f"- wall time: {out['wall_s']} s",
+        "",
     ]
     for method, t in tables.items():
         g = out["gains_vs_random"][method]
-        lines += [f"## {method}", "",
-                  f"Better than random init in {g['cells_better']} of {g['cells']} (probe, layer) cells.", ""]
+        lines += [
+            f"## {method}",
+            "",
+            f"Better than random init in {g['cells_better']} of {g['cells']} (probe, layer) cells.",
+            "",
+        ]
         for title, table in t.items():
             lines += [f"### {title}", "", table, ""]
-        lines += ["Cluster rounds (NMI vs the unused labels, NMI with the previous round):", ""]
+        lines += [
+            "Cluster rounds (NMI vs the unused labels, NMI with the previous round):",
+            "",
+        ]
         lines += [
             f"- epoch {r['epoch']}: NMI {r.get('nmi', float('nan')):.3f}, NMI prev "
             f"{r.get('nmi_previous', float('nan')):.3f}, empty {int(r.get('num_empty', 0))}"

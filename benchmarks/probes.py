@@ -45,13 +45,20 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 LAYERS = ("conv1", "res2", "res3", "res4", "res5")
 # the grids of vissl_clusterfit_defaults/linear_eval.yaml
-POOL_GRIDS = {"conv1": (4, 4), "res2": (4, 4), "res3": (3, 3), "res4": (2, 2), "res5": (2, 2)}
+POOL_GRIDS = {
+    "conv1": (4, 4),
+    "res2": (4, 4),
+    "res3": (3, 3),
+    "res4": (2, 2),
+    "res5": (2, 2),
+}
 TARGETS = ("fmnist", "digits")
 TARGET_CONFIGS = {
     "fmnist": "vissl_clusterfit/benchmark/linear_fmnist_cpu",
@@ -60,7 +67,9 @@ TARGET_CONFIGS = {
 FMNIST_PATH = "/usr/share/datasets/fashion-mnist"
 
 # (checkpoint, config_name, target, n_train, n_test, batch) -> (features per split, labels)
-_FEATURE_CACHE: "collections.OrderedDict[Tuple, Dict[str, Any]]" = collections.OrderedDict()
+_FEATURE_CACHE: "collections.OrderedDict[Tuple, Dict[str, Any]]" = (
+    collections.OrderedDict()
+)
 _FEATURE_CACHE_SIZE = 4
 _DATASET_CACHE: Dict[Tuple, Any] = {}
 
@@ -98,7 +107,10 @@ def _dataset(target: str, split: str, limit: int, data_path: str) -> Any:
 
     if target not in TARGET_CONFIGS:
         raise ValueError(f"probe target '{target}' is not one of {', '.join(TARGETS)}")
-    overrides = [f"config={TARGET_CONFIGS[target]}", "config.CHECKPOINT.DIR=/tmp/vcf_probes"]
+    overrides = [
+        f"config={TARGET_CONFIGS[target]}",
+        "config.CHECKPOINT.DIR=/tmp/vcf_probes",
+    ]
     if target == "fmnist":
         overrides.append(f"config.DATA.{split}.DATA_LIMIT={limit}")
         if data_path != FMNIST_PATH:
@@ -131,14 +143,17 @@ def extract_target(
     data_path: str = FMNIST_PATH,
 ) -> Dict[str, Any]:
     """Pooled features of every layer for the train and test splits of ``target``:
-    ``{"train": (N, D), "test": (M, D), "y_train", "y_test", "slices": {layer: slice}}``."""
+    ``{"train": (N, D), "test": (M, D), "y_train", "y_test", "slices": {layer: slice}}``.
+    """
     from vissl_clusterfit.hooks.feature_extraction import extract_features
 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     wrapped = _PooledLayers(trunk, LAYERS)
     out: Dict[str, Any] = {}
     for split, limit in (("TRAIN", n_train), ("TEST", n_test)):
-        dataset = _dataset(target, split, limit if target == "fmnist" else -1, data_path)
+        dataset = _dataset(
+            target, split, limit if target == "fmnist" else -1, data_path
+        )
         feats = extract_features(
             [(wrapped, "pooled", "flatten")], dataset, batch_size, device, shard=False
         )
@@ -227,7 +242,10 @@ def few_label_draws(
     rng = np.random.RandomState(seed)
     out = []
     for _ in range(draws):
-        idx = [rng.choice(np.flatnonzero(y_train == c), per_class, replace=False) for c in classes]
+        idx = [
+            rng.choice(np.flatnonzero(y_train == c), per_class, replace=False)
+            for c in classes
+        ]
         out.append(np.sort(np.concatenate(idx)))
     return out
 
@@ -249,7 +267,10 @@ def run_probes(
     t0 = time.time()
     for layer, sl in feats["slices"].items():
         result["knn"][layer] = round(
-            knn_accuracy(feats["train"][:, sl], y_train, feats["test"][:, sl], y_test, knn_k), 2
+            knn_accuracy(
+                feats["train"][:, sl], y_train, feats["test"][:, sl], y_test, knn_k
+            ),
+            2,
         )
     result["time_s"]["knn"] = round(time.time() - t0, 2)
     for n in shots:
@@ -281,7 +302,9 @@ def run_probes(
         for layer, sl in feats["slices"].items():
             x_tr, x_te = feats["train"][:, sl], feats["test"][:, sl]
             mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
-            acc, ok = _logreg_accuracy(x_tr, y_train, x_te, y_test, mean, std, max_iter, C)
+            acc, ok = _logreg_accuracy(
+                x_tr, y_train, x_te, y_test, mean, std, max_iter, C
+            )
             result["full"][layer] = round(acc, 2)
             result["converged"][f"full/{layer}"] = ok
         result["time_s"]["full"] = round(time.time() - t0, 2)
@@ -316,7 +339,9 @@ def cached_features(
         return _FEATURE_CACHE[key], 0.0
     t0 = time.time()
     trunk = build_trunk(checkpoint, config_name)
-    feats = extract_target(trunk, target, n_train, n_test, batch_size, device, data_path)
+    feats = extract_target(
+        trunk, target, n_train, n_test, batch_size, device, data_path
+    )
     del trunk
     _FEATURE_CACHE[key] = feats
     while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
@@ -373,9 +398,18 @@ def probe_checkpoint(
     }
     for target in targets:
         feats, t_extract = cached_features(
-            checkpoint, config_name, target, n_train, n_test, batch_size, device, data_path
+            checkpoint,
+            config_name,
+            target,
+            n_train,
+            n_test,
+            batch_size,
+            device,
+            data_path,
         )
-        res = run_probes(feats, seed, knn_k, shots, draws, target in full_label, max_iter)
+        res = run_probes(
+            feats, seed, knn_k, shots, draws, target in full_label, max_iter
+        )
         res["time_s"]["extract"] = round(t_extract, 2)
         res["n_train"], res["n_test"] = len(feats["y_train"]), len(feats["y_test"])
         res["dims"] = {l: s.stop - s.start for l, s in feats["slices"].items()}
@@ -395,7 +429,9 @@ def _table(res: Dict[str, Any]) -> str:
     ]
     lines = ["probe    " + "".join(f"{l:>8}" for l in LAYERS)]
     for p in probes:
-        lines.append(f"{p:<9}" + "".join(f"{res[p].get(l, float('nan')):8.2f}" for l in LAYERS))
+        lines.append(
+            f"{p:<9}" + "".join(f"{res[p].get(l, float('nan')):8.2f}" for l in LAYERS)
+        )
     return "\n".join(lines)
 
 
@@ -409,14 +445,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     )
     p.add_argument("--targets", default="fmnist,digits")
     p.add_argument(
-        "--n-train", type=int, default=10000, help="Fashion-MNIST train subset (-1 = 60k)"
+        "--n-train",
+        type=int,
+        default=10000,
+        help="Fashion-MNIST train subset (-1 = 60k)",
     )
-    p.add_argument("--n-test", type=int, default=-1, help="Fashion-MNIST test images (-1 = 10k)")
+    p.add_argument(
+        "--n-test", type=int, default=-1, help="Fashion-MNIST test images (-1 = 10k)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--knn-k", type=int, default=20)
-    p.add_argument("--shots", default="10,100", help="labelled images per class, comma list")
+    p.add_argument(
+        "--shots", default="10,100", help="labelled images per class, comma list"
+    )
     p.add_argument("--draws", type=int, default=5)
-    p.add_argument("--full", default="digits", help="targets with a full-label logistic regression")
+    p.add_argument(
+        "--full", default="digits", help="targets with a full-label logistic regression"
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", default="", help="also write the result here")
     args = p.parse_args(argv)

@@ -37,19 +37,34 @@ from typing import Any, Dict, List
 
 import torch
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, WORK_DIR, machine_info, print_table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    WORK_DIR,
+    machine_info,
+    print_table,
+    write_results,
+)
 
 from vissl_clusterfit.launcher import compose_config  # noqa: E402
 
+
 MODELS = {
     # name: (config, extra overrides, inputs per source image)
-    "rotnet": ("vissl_clusterfit/pretrain/rotnet_fmnist_cpu", [], 1),  # ImgRotatePil: 1 random rotation per image
+    "rotnet": (
+        "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+        [],
+        1,
+    ),  # ImgRotatePil: 1 random rotation per image
     "jigsaw": ("vissl_clusterfit/pretrain/jigsaw_fmnist_cpu", [], 9),
     "ncf": (
         "vissl_clusterfit/clusterfit/ncf_fmnist_cpu",
-        ["config.VCF.CLUSTERFIT.ENABLED=false", "config.DATA.TRAIN.LABEL_SOURCES=[vcf_fashion_mnist]",
-         "config.DATA.TRAIN.LABEL_PATHS=[/usr/share/datasets/fashion-mnist]"],
+        [
+            "config.VCF.CLUSTERFIT.ENABLED=false",
+            "config.DATA.TRAIN.LABEL_SOURCES=[vcf_fashion_mnist]",
+            "config.DATA.TRAIN.LABEL_PATHS=[/usr/share/datasets/fashion-mnist]",
+        ],
         1,
     ),
 }
@@ -63,19 +78,34 @@ def vissl_run(name: str, images: int, threads: int) -> Dict[str, Any]:
     for f in os.listdir(out):
         os.remove(os.path.join(out, f))
     cmd = [
-        sys.executable, os.path.join(ROOT, "tools", "run_distributed_engines.py"), f"config={config}",
-        *extra, f"config.DATA.TRAIN.DATA_LIMIT={images}", "config.OPTIMIZER.num_epochs=1",
-        "config.LOG_FREQUENCY=1", f"config.CHECKPOINT.DIR={out}",
+        sys.executable,
+        os.path.join(ROOT, "tools", "run_distributed_engines.py"),
+        f"config={config}",
+        *extra,
+        f"config.DATA.TRAIN.DATA_LIMIT={images}",
+        "config.OPTIMIZER.num_epochs=1",
+        "config.LOG_FREQUENCY=1",
+        f"config.CHECKPOINT.DIR={out}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.time() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"VISSL run of {name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    btimes = [int(m.group(2)) for m in map(BTIME.search, open(os.path.join(out, "log.txt"))) if m]
+        raise RuntimeError(
+            f"VISSL run of {name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
+    btimes = [
+        int(m.group(2))
+        for m in map(BTIME.search, open(os.path.join(out, "log.txt")))
+        if m
+    ]
     # btime is VISSL's running mean over the phase; its last value covers every iteration
-    return {"wall_s": round(wall, 1), "btime_ms": btimes[-1] if btimes else None, "iterations": len(btimes)}
+    return {
+        "wall_s": round(wall, 1),
+        "btime_ms": btimes[-1] if btimes else None,
+        "iterations": len(btimes),
+    }
 
 
 def _loader(cfg: Any) -> Any:
@@ -85,9 +115,12 @@ def _loader(cfg: Any) -> Any:
 
     dataset = build_dataset(cfg, "TRAIN")
     loader = build_dataloader(
-        dataset=dataset, dataset_config=cfg.DATA.TRAIN,
-        num_dataloader_workers=cfg.DATA.NUM_DATALOADER_WORKERS, pin_memory=False,
-        multi_processing_method=cfg.MULTI_PROCESSING_METHOD, device=torch.device("cpu"),
+        dataset=dataset,
+        dataset_config=cfg.DATA.TRAIN,
+        num_dataloader_workers=cfg.DATA.NUM_DATALOADER_WORKERS,
+        pin_memory=False,
+        multi_processing_method=cfg.MULTI_PROCESSING_METHOD,
+        device=torch.device("cpu"),
         sampler_seed=0,
     )
     return loader
@@ -104,8 +137,12 @@ def decompose(name: str, images: int, steps: int) -> Dict[str, Any]:
 
     config, extra, _ = MODELS[name]
     _, cfg = compose_config(
-        [f"config={config}", *extra, f"config.DATA.TRAIN.DATA_LIMIT={images}",
-         f"config.CHECKPOINT.DIR={os.path.join(WORK_DIR, 'training_throughput', 'decompose')}"],
+        [
+            f"config={config}",
+            *extra,
+            f"config.DATA.TRAIN.DATA_LIMIT={images}",
+            f"config.CHECKPOINT.DIR={os.path.join(WORK_DIR, 'training_throughput', 'decompose')}",
+        ],
         dump_config=False,
     )
     # data alone (timed without the profiler, whose overhead inflates Python-heavy
@@ -123,7 +160,9 @@ def decompose(name: str, images: int, steps: int) -> Dict[str, Any]:
     pstats.Stats(prof, stream=stream).sort_stats("cumulative").print_stats(12)
     # model step alone on batches in memory
     model = build_model(cfg.MODEL, cfg.OPTIMIZER).train()
-    loss_cfg = cfg.LOSS[cfg.LOSS.name]  # as VISSL's SelfSupervisionTask._build_loss does
+    loss_cfg = cfg.LOSS[
+        cfg.LOSS.name
+    ]  # as VISSL's SelfSupervisionTask._build_loss does
     loss_cfg["name"] = cfg.LOSS.name
     loss_fn = build_loss(loss_cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -158,7 +197,9 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="rotnet,jigsaw,ncf")
     ap.add_argument("--images", type=int, default=4096, help="images of the VISSL run")
-    ap.add_argument("--steps", type=int, default=20, help="batches timed in the decomposition")
+    ap.add_argument(
+        "--steps", type=int, default=20, help="batches timed in the decomposition"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,21 +213,39 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         per_input = MODELS[name][2]
         batch = dec["batch_inputs"]
         images_per_batch = batch / per_input
-        vissl_img_s = images_per_batch / (run["btime_ms"] / 1000) if run["btime_ms"] else None
+        vissl_img_s = (
+            images_per_batch / (run["btime_ms"] / 1000) if run["btime_ms"] else None
+        )
         sum_s = dec["data_s_per_batch"] + dec["model_s_per_batch"]
-        rows.append({
-            "model": name, "inputs/batch": batch, "images/batch": int(images_per_batch),
-            "VISSL img/s": round(vissl_img_s, 1) if vissl_img_s else None,
-            "VISSL inputs/s": round(vissl_img_s * per_input, 1) if vissl_img_s else None,
-            "VISSL ms/batch": run["btime_ms"],
-            "data ms/batch": round(1000 * dec["data_s_per_batch"], 1),
-            "model ms/batch": round(1000 * dec["model_s_per_batch"], 1),
-            "data+model / VISSL": round(1000 * sum_s / run["btime_ms"], 2) if run["btime_ms"] else None,
-            "limit": "data" if dec["data_s_per_batch"] > dec["model_s_per_batch"] else "model",
-        })
+        rows.append(
+            {
+                "model": name,
+                "inputs/batch": batch,
+                "images/batch": int(images_per_batch),
+                "VISSL img/s": round(vissl_img_s, 1) if vissl_img_s else None,
+                "VISSL inputs/s": (
+                    round(vissl_img_s * per_input, 1) if vissl_img_s else None
+                ),
+                "VISSL ms/batch": run["btime_ms"],
+                "data ms/batch": round(1000 * dec["data_s_per_batch"], 1),
+                "model ms/batch": round(1000 * dec["model_s_per_batch"], 1),
+                "data+model / VISSL": (
+                    round(1000 * sum_s / run["btime_ms"], 2)
+                    if run["btime_ms"]
+                    else None
+                ),
+                "limit": (
+                    "data"
+                    if dec["data_s_per_batch"] > dec["model_s_per_batch"]
+                    else "model"
+                ),
+            }
+        )
         data[name] = {"vissl_run": run, **dec}
     cols = list(rows[0])
-    print_table(rows, cols, "training throughput (CPU configs, width-16 ResNet-18, 28x28)")
+    print_table(
+        rows, cols, "training throughput (CPU configs, width-16 ResNet-18, 28x28)"
+    )
     notes = [
         "VISSL img/s = source images per second from VISSL's mean batch time (btime) of a "
         f"1-epoch run on {args.images} images; data and model are timed separately in-process.",
@@ -194,8 +253,14 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         "and model is what limits training.",
         "Top operators and functions: see profile_model_ops / profile_data_functions in the JSON.",
     ]
-    write_results("training_throughput", machine, [{"title": "throughput", "columns": cols, "rows": rows}],
-                  {"args": vars(args), "models": data}, notes, "Training throughput")
+    write_results(
+        "training_throughput",
+        machine,
+        [{"title": "throughput", "columns": cols, "rows": rows}],
+        {"args": vars(args), "models": data},
+        notes,
+        "Training throughput",
+    )
     return data
 
 

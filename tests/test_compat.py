@@ -1,5 +1,6 @@
 """Each compat patch: the upstream code path works with it, and the upstream problem it
 fixes is shown to exist (so the test fails if the patch stops being applied)."""
+
 import io
 import os
 import subprocess
@@ -35,7 +36,9 @@ def gloo_group(tmp_path):
     if dist.is_initialized():
         yield
         return
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1
+    )
     yield
     dist.destroy_process_group()
 
@@ -45,7 +48,11 @@ def test_broadcast_object_is_patched_and_round_trips(gloo_group, monkeypatch):
 
     assert du.broadcast_object is compat._fast_broadcast_object
     # upstream builds torch.ByteTensor(memoryview), byte by byte: the patch must not
-    monkeypatch.setattr(torch, "ByteTensor", lambda *a, **k: (_ for _ in ()).throw(AssertionError("slow path")))
+    monkeypatch.setattr(
+        torch,
+        "ByteTensor",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("slow path")),
+    )
     obj = {"w": torch.randn(64, 32), "step": 3, "name": "x"}
     out = du.broadcast_object(obj)
     assert out["step"] == 3 and out["name"] == "x"
@@ -73,7 +80,9 @@ def test_cluster_assignment_files_load(tmp_path):
     from vissl.config import AttrDict
     from vissl.utils.cluster_utils import ClusterAssignment, ClusterAssignmentLoader
 
-    assignment = ClusterAssignment(config=AttrDict({"K": 3}), cluster_assignments={"TRAIN": {0: 1}})
+    assignment = ClusterAssignment(
+        config=AttrDict({"K": 3}), cluster_assignments={"TRAIN": {0: 1}}
+    )
     ClusterAssignmentLoader.save_cluster_assignment(str(tmp_path), assignment)
     path = os.path.join(tmp_path, "cluster_assignments.torch")
     with pytest.raises(Exception):
@@ -85,12 +94,18 @@ def test_cluster_assignment_files_load(tmp_path):
 def test_compose_sets_hydra_version_base():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = compat.compose_hydra_configuration(["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"])
+        cfg = compat.compose_hydra_configuration(
+            ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"]
+        )
     assert cfg.config.MODEL.TRUNK.NAME == "vcf_resnet"
-    assert not [w for w in caught if "version_base" in str(w.message)], [str(w.message) for w in caught]
+    assert not [w for w in caught if "version_base" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
     from vissl.utils import hydra_config
 
-    assert hydra_config.compose_hydra_configuration is compat.compose_hydra_configuration
+    assert (
+        hydra_config.compose_hydra_configuration is compat.compose_hydra_configuration
+    )
 
 
 def test_apply_all_is_idempotent():
@@ -100,7 +115,10 @@ def test_apply_all_is_idempotent():
     from vissl.trainer.trainer_main import SelfSupervisionTrainer
 
     assert du.broadcast_object is compat._fast_broadcast_object
-    assert SelfSupervisionTrainer._extract_split_features is compat._extract_split_features_any_device
+    assert (
+        SelfSupervisionTrainer._extract_split_features
+        is compat._extract_split_features_any_device
+    )
 
 
 def test_vissl_own_compose_finds_our_configs_without_importing_us():
@@ -113,6 +131,8 @@ def test_vissl_own_compose_finds_our_configs_without_importing_us():
         "cfg = compose_hydra_configuration(['config=vissl_clusterfit/clusterfit/ncf_fmnist_cpu'])\n"
         "print(cfg.config.MODEL.TRUNK.NAME, cfg.config.VCF.CLUSTERFIT.NUM_CLUSTERS)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["vcf_resnet", "100"], out.stdout

@@ -1,5 +1,6 @@
 """End to end through VISSL's real trainer (CPU, gloo), run as a user would: our
 tools/ scripts in subprocesses, on a small real-image IDX dataset (see conftest)."""
+
 import glob
 import json
 import os
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import data_overrides, run_tool
+
 
 TINY = [
     "config.DATA.TRAIN.DATA_LIMIT=96",
@@ -24,13 +26,23 @@ def final_ckpt(folder):
 
 
 def linear_eval(idx_dir, ckpt, out):
-    run_tool([
-        "config=vissl_clusterfit/benchmark/linear_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-        f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={ckpt}", "config.DATA.TRAIN.DATA_LIMIT=96",
-        "config.DATA.TEST.DATA_LIMIT=64", "config.OPTIMIZER.num_epochs=1",
-        "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=32", *data_overrides(idx_dir),
-    ])
-    tests = [json.loads(l) for l in open(os.path.join(out, "metrics.json")) if "test_accuracy" in l]
+    run_tool(
+        [
+            "config=vissl_clusterfit/benchmark/linear_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={ckpt}",
+            "config.DATA.TRAIN.DATA_LIMIT=96",
+            "config.DATA.TEST.DATA_LIMIT=64",
+            "config.OPTIMIZER.num_epochs=1",
+            "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=32",
+            *data_overrides(idx_dir),
+        ]
+    )
+    tests = [
+        json.loads(l)
+        for l in open(os.path.join(out, "metrics.json"))
+        if "test_accuracy" in l
+    ]
     top1 = tests[-1]["test_accuracy_list_meter"]["top_1"]
     assert sorted(top1) == ["conv1", "res2", "res3", "res4", "res5"], top1
     assert all(0.0 <= v <= 100.0 for v in top1.values()), top1
@@ -40,8 +52,14 @@ def linear_eval(idx_dir, ckpt, out):
 @pytest.fixture(scope="module")
 def rotnet_ckpt(idx_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("rotnet"))
-    run_tool(["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-              *TINY, *data_overrides(idx_dir)])
+    run_tool(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            *TINY,
+            *data_overrides(idx_dir),
+        ]
+    )
     return final_ckpt(out)
 
 
@@ -51,24 +69,44 @@ def test_rotnet_pretraining_then_linear_eval(idx_dir, rotnet_ckpt, tmp_path):
 
 def test_jigsaw_pretraining_then_linear_eval(idx_dir, tmp_path):
     out = str(tmp_path / "jigsaw")
-    run_tool(["config=vissl_clusterfit/pretrain/jigsaw_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-              *TINY, *data_overrides(idx_dir)])
+    run_tool(
+        [
+            "config=vissl_clusterfit/pretrain/jigsaw_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            *TINY,
+            *data_overrides(idx_dir),
+        ]
+    )
     linear_eval(idx_dir, final_ckpt(out), str(tmp_path / "linear"))
 
 
 def test_rotnet_two_processes_gloo(idx_dir, tmp_path):
     out = str(tmp_path / "rotnet2")
-    run_tool(["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-              "config.DISTRIBUTED.NUM_PROC_PER_NODE=2", *TINY, *data_overrides(idx_dir)])
+    run_tool(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            "config.DISTRIBUTED.NUM_PROC_PER_NODE=2",
+            *TINY,
+            *data_overrides(idx_dir),
+        ]
+    )
     final_ckpt(out)
     log = open(os.path.join(out, "log.txt")).read()
     assert "world_size: 2, rank: 0" in log, log[-2000:]
 
 
 def ncf_args(idx_dir, npre, out, *extra):
-    return ["config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}", "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
-            "config.VCF.CLUSTERFIT.BATCHSIZE=20", *TINY, *data_overrides(idx_dir, train_labels=False), *extra]
+    return [
+        "config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu",
+        f"config.CHECKPOINT.DIR={out}",
+        f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}",
+        "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
+        "config.VCF.CLUSTERFIT.BATCHSIZE=20",
+        *TINY,
+        *data_overrides(idx_dir, train_labels=False),
+        *extra,
+    ]
 
 
 def labels_of(out):
@@ -78,22 +116,33 @@ def labels_of(out):
 def test_ncf_hook_one_vs_two_processes_and_resume(idx_dir, rotnet_ckpt, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     run_tool(ncf_args(idx_dir, rotnet_ckpt, one, "config.OPTIMIZER.num_epochs=2"))
-    run_tool(ncf_args(idx_dir, rotnet_ckpt, two, "config.DISTRIBUTED.NUM_PROC_PER_NODE=2"))
+    run_tool(
+        ncf_args(idx_dir, rotnet_ckpt, two, "config.DISTRIBUTED.NUM_PROC_PER_NODE=2")
+    )
     a, b = labels_of(one), labels_of(two)
     assert a.shape == (96,) and a.max() < 8
     np.testing.assert_array_equal(a, b)  # identical labels with 1 and 2 processes
     log = open(os.path.join(one, "log.txt")).read()
     assert "[vcf] clustered" in log and "[vcf] wrote cluster label files" in log
     # resume: drop the final checkpoint, VISSL resumes from phase 0, labels are reused
-    before = os.path.getmtime(os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy"))
+    before = os.path.getmtime(
+        os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy")
+    )
     os.remove(final_ckpt(one))
     for link in glob.glob(os.path.join(one, "checkpoint.torch")):
         os.remove(link)
-    proc = run_tool(ncf_args(idx_dir, rotnet_ckpt, one, "config.OPTIMIZER.num_epochs=2"))
+    proc = run_tool(
+        ncf_args(idx_dir, rotnet_ckpt, one, "config.OPTIMIZER.num_epochs=2")
+    )
     final_ckpt(one)
     log = open(os.path.join(one, "log.txt")).read()
     assert "[vcf] reusing cluster labels" in log, (proc.stdout + proc.stderr)[-2000:]
-    assert os.path.getmtime(os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy")) == before
+    assert (
+        os.path.getmtime(
+            os.path.join(one, "clusterfit", "clusterfit_rotnet_labels.npy")
+        )
+        == before
+    )
     # the standalone engine gives the same labels
     three = str(tmp_path / "three")
     run_tool(["engine_name=vcf_cluster", *ncf_args(idx_dir, rotnet_ckpt, three)])
@@ -103,46 +152,93 @@ def test_ncf_hook_one_vs_two_processes_and_resume(idx_dir, rotnet_ckpt, tmp_path
 def test_pipeline_end_to_end(idx_dir, tmp_path):
     out = str(tmp_path / "pipe")
     proc = run_tool(
-        [f"pipeline.output_dir={out}", "pipeline.data_limit=96", "pipeline.epochs=1",
-         "pipeline.num_clusters=6", "pipeline.eval_train_limit=96", "pipeline.eval_test_limit=64",
-         "pipeline.eval_epochs=1", "pipeline.with_random=true",
-         "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16", *data_overrides(idx_dir, train_labels=False)],
+        [
+            f"pipeline.output_dir={out}",
+            "pipeline.data_limit=96",
+            "pipeline.epochs=1",
+            "pipeline.num_clusters=6",
+            "pipeline.eval_train_limit=96",
+            "pipeline.eval_test_limit=64",
+            "pipeline.eval_epochs=1",
+            "pipeline.with_random=true",
+            "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+            *data_overrides(idx_dir, train_labels=False),
+        ],
         tool="clusterfit_pipeline.py",
     )
-    assert "| N_cf rotnet K=6 |" in proc.stdout and "| N_pre rotnet |" in proc.stdout, proc.stdout
+    assert (
+        "| N_cf rotnet K=6 |" in proc.stdout and "| N_pre rotnet |" in proc.stdout
+    ), proc.stdout
     report = json.load(open(os.path.join(out, "report.json")))
-    assert set(report["linear_top1"]["fmnist"]) == {"N_pre rotnet", "N_cf rotnet K=6", "random init"}
+    assert set(report["linear_top1"]["fmnist"]) == {
+        "N_pre rotnet",
+        "N_cf rotnet K=6",
+        "random init",
+    }
     for plot in report["plots"]:
         assert os.path.getsize(os.path.join(out, plot)) > 1000, plot
-    assert {"accuracy_per_layer_fmnist.png", "cluster_sizes_rotnet.png", "cluster_samples_rotnet.png"} <= set(report["plots"])
+    assert {
+        "accuracy_per_layer_fmnist.png",
+        "cluster_sizes_rotnet.png",
+        "cluster_samples_rotnet.png",
+    } <= set(report["plots"])
     assert "## Clusters" in open(os.path.join(out, "report.md")).read()
     # a second run reuses every stage
-    again = run_tool([f"pipeline.output_dir={out}", "pipeline.data_limit=96", "pipeline.epochs=1",
-                      "pipeline.num_clusters=6", "pipeline.eval_train_limit=96", "pipeline.eval_test_limit=64",
-                      "pipeline.eval_epochs=1", "pipeline.with_random=true",
-                      "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16", *data_overrides(idx_dir, train_labels=False)],
-                     tool="clusterfit_pipeline.py")
-    assert "running" not in again.stdout and again.stdout.count("reusing") >= 4, again.stdout
+    again = run_tool(
+        [
+            f"pipeline.output_dir={out}",
+            "pipeline.data_limit=96",
+            "pipeline.epochs=1",
+            "pipeline.num_clusters=6",
+            "pipeline.eval_train_limit=96",
+            "pipeline.eval_test_limit=64",
+            "pipeline.eval_epochs=1",
+            "pipeline.with_random=true",
+            "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+            *data_overrides(idx_dir, train_labels=False),
+        ],
+        tool="clusterfit_pipeline.py",
+    )
+    assert (
+        "running" not in again.stdout and again.stdout.count("reusing") >= 4
+    ), again.stdout
 
 
 def test_distillation_baseline_trains(idx_dir, rotnet_ckpt, tmp_path):
     out = str(tmp_path / "distill")
-    run_tool(["config=vissl_clusterfit/clusterfit/distill_rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-              f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={rotnet_ckpt}", "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
-              *TINY, *data_overrides(idx_dir, train_labels=False)])
+    run_tool(
+        [
+            "config=vissl_clusterfit/clusterfit/distill_rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={rotnet_ckpt}",
+            "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
+            *TINY,
+            *data_overrides(idx_dir, train_labels=False),
+        ]
+    )
     final_ckpt(out)
-    assert np.load(os.path.join(out, "clusterfit", "distill_rotnet_teacher_logits.npy")).shape == (96, 4)
+    assert np.load(
+        os.path.join(out, "clusterfit", "distill_rotnet_teacher_logits.npy")
+    ).shape == (96, 4)
     losses = [json.loads(l) for l in open(os.path.join(out, "stdout.json"))]
     assert losses and all(np.isfinite(e["loss"]) for e in losses), losses[:3]
 
 
 def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tmp_path):
     out = str(tmp_path / "dc")
-    args = ["config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-            "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=8", "config.VCF.DEEPCLUSTER.RECLUSTER_EVERY=2",
-            *TINY, "config.OPTIMIZER.num_epochs=3", *data_overrides(idx_dir, train_labels=False)]
+    args = [
+        "config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
+        f"config.CHECKPOINT.DIR={out}",
+        "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=8",
+        "config.VCF.DEEPCLUSTER.RECLUSTER_EVERY=2",
+        *TINY,
+        "config.OPTIMIZER.num_epochs=3",
+        *data_overrides(idx_dir, train_labels=False),
+    ]
     run_tool(args)
-    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
+    rounds = [
+        json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))
+    ]
     assert [r["epoch"] for r in rounds] == [0, 2], rounds  # every T=2 epochs
     assert "nmi_previous" in rounds[1] and rounds[0]["num_empty"] == 0
     log = open(os.path.join(out, "log.txt")).read()
@@ -153,27 +249,44 @@ def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tm
         if os.path.exists(os.path.join(out, f)):
             os.remove(os.path.join(out, f))
     run_tool(args)
-    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
+    rounds = [
+        json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))
+    ]
     log = open(os.path.join(out, "log.txt")).read()
     assert "resuming with the targets of epoch 0" in log, log[-3000:]
     assert [r["epoch"] for r in rounds] == [0, 2, 2], rounds
     # the DeepCluster network (Sobel stem, read from its train_config.yaml) serves as N_pre
     labels_dir = str(tmp_path / "dc_as_npre")
-    run_tool(["engine_name=vcf_cluster", *ncf_args(idx_dir, final_ckpt(out), labels_dir)])
+    run_tool(
+        ["engine_name=vcf_cluster", *ncf_args(idx_dir, final_ckpt(out), labels_dir)]
+    )
     assert labels_of(labels_dir).shape == (96,)
 
 
 def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
     out = str(tmp_path / "deeper")
-    run_tool(["config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-              f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={rotnet_ckpt}", "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=2",
-              "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=3", "config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes=3",
-              "config.MODEL.HEAD.PARAMS=[[vcf_hierarchical_head,{in_dim:128,num_super_classes:8,num_sub_classes:3}]]",
-              "config.LOSS.vcf_hierarchical_loss.num_super_classes=8", "config.LOSS.vcf_hierarchical_loss.num_sub_classes=3",
-              *TINY, *data_overrides(idx_dir, train_labels=False)])
+    run_tool(
+        [
+            "config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={rotnet_ckpt}",
+            "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=2",
+            "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=3",
+            "config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes=3",
+            "config.MODEL.HEAD.PARAMS=[[vcf_hierarchical_head,{in_dim:128,num_super_classes:8,num_sub_classes:3}]]",
+            "config.LOSS.vcf_hierarchical_loss.num_super_classes=8",
+            "config.LOSS.vcf_hierarchical_loss.num_sub_classes=3",
+            *TINY,
+            *data_overrides(idx_dir, train_labels=False),
+        ]
+    )
     final_ckpt(out)
-    rounds = [json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))]
-    assert rounds[0]["algorithm"] == "two-level kmeans" and rounds[0]["num_clusters"] == 6
+    rounds = [
+        json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))
+    ]
+    assert (
+        rounds[0]["algorithm"] == "two-level kmeans" and rounds[0]["num_clusters"] == 6
+    )
     log = open(os.path.join(out, "log.txt")).read()
     assert f"Initializing model from: {rotnet_ckpt}" in log
     losses = [json.loads(l)["loss"] for l in open(os.path.join(out, "stdout.json"))]
@@ -186,8 +299,16 @@ def test_ncf_distributed_kmeans_one_vs_two_processes(idx_dir, rotnet_ckpt, tmp_p
     runs = {}
     for procs in (1, 2):
         out = str(tmp_path / f"p{procs}")
-        run_tool(ncf_args(idx_dir, rotnet_ckpt, out, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
-                          "config.VCF.CLUSTERFIT.PCA_DIM=16", f"config.DISTRIBUTED.NUM_PROC_PER_NODE={procs}"))
+        run_tool(
+            ncf_args(
+                idx_dir,
+                rotnet_ckpt,
+                out,
+                "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
+                "config.VCF.CLUSTERFIT.PCA_DIM=16",
+                f"config.DISTRIBUTED.NUM_PROC_PER_NODE={procs}",
+            )
+        )
         runs[procs] = labels_of(out)
         log = open(os.path.join(out, "log.txt")).read()
         assert "distributed k-means" in log, log[-2000:]

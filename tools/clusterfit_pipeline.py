@@ -12,6 +12,7 @@ prints the per-layer table.
 import sys
 import warnings
 
+
 # the stack's deprecation chatter (torchvision, pkg_resources, torch.jit) would bury the
 # pipeline's own progress lines; each stage's full log is in <stage>/stdout.log
 warnings.filterwarnings("ignore")

@@ -14,5 +14,6 @@ Same arguments as VISSL's tools/run_distributed_engines.py:
 """
 from vissl_clusterfit.launcher import hydra_main, invoke_main, main  # noqa: F401
 
+
 if __name__ == "__main__":
     invoke_main()

@@ -4,10 +4,13 @@ Importing the package applies the compat patches (``vissl_clusterfit.compat``) a
 registers every component with VISSL under ``vcf_``-prefixed names. Importing it twice is
 harmless: Python caches the modules and each patch runs once.
 """
+
 from vissl_clusterfit import compat
+
 
 compat.apply_all()
 
 from vissl_clusterfit import data, engines, hooks, losses, models  # noqa: E402,F401
+
 
 __version__ = "0.1.0"

@@ -13,12 +13,14 @@ idempotent). Nothing in site-packages is edited. Each patch has a test in
 | ``cpu_feature_extraction`` | vissl/trainer/trainer_main.py                   | extract_features asserts a GPU |
 | ``hydra_version_base``     | vissl/utils/hydra_config.py                     | hydra>=1.2 warns on every compose |
 """
+
 import io
 import logging
 from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
+
 
 _APPLIED: Dict[str, bool] = {}
 
@@ -45,7 +47,12 @@ def patch_numpy_aliases() -> None:
     svm_utils and rmac. The aliases are the Python builtins numpy used to re-export,
     so restoring them changes no result.
     """
-    for name, value in (("float", float), ("int", int), ("bool", bool), ("object", object)):
+    for name, value in (
+        ("float", float),
+        ("int", int),
+        ("bool", bool),
+        ("object", object),
+    ):
         if name not in np.__dict__:
             setattr(np, name, value)
 
@@ -124,7 +131,8 @@ def _extract_split_features_any_device(
     self: Any, feat_names: List[str], task: Any, split_name: str, output_folder: str
 ) -> None:
     """SelfSupervisionTrainer._extract_split_features with ``.to(task.device)``
-    instead of ``.cuda()``; writes the same rank{r}_chunk{i}_{split}_{layer}_*.npy files."""
+    instead of ``.cuda()``; writes the same rank{r}_chunk{i}_{split}_{layer}_*.npy files.
+    """
     task.model.eval()
     dist_rank = torch.distributed.get_rank()
     out_features: Dict[str, Dict[int, np.ndarray]] = {n: {} for n in feat_names}
@@ -145,7 +153,12 @@ def _extract_split_features_any_device(
         buffered += len(inds)
         if buffered >= threshold >= 0:
             self._save_extracted_features(
-                out_features, out_targets, dist_rank, chunk_index, split_name, output_folder
+                out_features,
+                out_targets,
+                dist_rank,
+                chunk_index,
+                split_name,
+                output_folder,
             )
             for name in feat_names:
                 out_features[name].clear()

@@ -5,10 +5,12 @@ The defaults live in one YAML file, ``configs/vissl_clusterfit_defaults/plugin.y
 list; ``add_plugin_defaults`` fills the same keys into any other VISSL config (e.g. a
 user's own YAML) without overriding what the user set.
 """
+
 import os
 from typing import Any, Dict
 
 import yaml
+
 
 _DEFAULTS_FILE = os.path.join(
     os.path.dirname(__file__), "configs", "vissl_clusterfit_defaults", "plugin.yaml"

@@ -4,6 +4,7 @@
 
 Kept in the package (not in tools/) so that spawned workers can import it.
 """
+
 import sys
 from typing import Any, List, Tuple
 
@@ -27,12 +28,12 @@ def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any,
 
 
 def main(args: Any, cfg: Any) -> None:
-    import vissl_clusterfit  # noqa: F401  registers the plugin's components
     from vissl.utils.distributed_launcher import (
         launch_distributed,
         launch_distributed_on_slurm,
     )
 
+    import vissl_clusterfit  # noqa: F401  registers the plugin's components
     from vissl_clusterfit.hooks import hook_generator
 
     if cfg.SLURM.USE_SLURM:

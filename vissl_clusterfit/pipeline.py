@@ -11,6 +11,7 @@ when its outputs already exist, so a killed pipeline resumes where it stopped.
 Settings are ``pipeline.<key>=<value>`` arguments (see ``PipelineSettings``); any
 ``config.X=Y`` argument is passed to every VISSL stage.
 """
+
 import dataclasses
 import glob
 import json
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 
@@ -30,19 +32,19 @@ LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 @dataclasses.dataclass
 class PipelineSettings:
     output_dir: str = "./runs/clusterfit_demo"
-    pretexts: str = "rotnet"            # comma list of rotnet, jigsaw
-    scale: str = "cpu"                  # cpu | gpu: which config variants
-    npre_checkpoint: str = ""           # skip N_pre training (one pretext only)
-    num_clusters: int = 50              # K
-    data_limit: int = 8000              # D_cf / pre-training images (-1 = all 60k)
-    epochs: int = 8                     # N_pre and N_cf epochs (the paper keeps them equal)
-    with_2x: bool = False               # also train and evaluate N_pre 2x (2 * epochs)
-    with_random: bool = False           # also evaluate a randomly initialised network
-    eval_train_limit: int = 8000        # linear-probe training images (-1 = all)
-    eval_test_limit: int = -1           # linear-probe test images (-1 = all 10k)
+    pretexts: str = "rotnet"  # comma list of rotnet, jigsaw
+    scale: str = "cpu"  # cpu | gpu: which config variants
+    npre_checkpoint: str = ""  # skip N_pre training (one pretext only)
+    num_clusters: int = 50  # K
+    data_limit: int = 8000  # D_cf / pre-training images (-1 = all 60k)
+    epochs: int = 8  # N_pre and N_cf epochs (the paper keeps them equal)
+    with_2x: bool = False  # also train and evaluate N_pre 2x (2 * epochs)
+    with_random: bool = False  # also evaluate a randomly initialised network
+    eval_train_limit: int = 8000  # linear-probe training images (-1 = all)
+    eval_test_limit: int = -1  # linear-probe test images (-1 = all 10k)
     eval_epochs: int = 4
-    eval_digits: bool = False           # also probe on scikit-learn digits (transfer)
-    num_proc: int = 1                   # processes per node for every stage
+    eval_digits: bool = False  # also probe on scikit-learn digits (transfer)
+    num_proc: int = 1  # processes per node for every stage
     seed: int = 0
 
     @classmethod
@@ -51,7 +53,7 @@ class PipelineSettings:
         values: Dict[str, Any] = {}
         for arg in args:
             key, _, value = arg.partition("=")
-            name = key[len("pipeline."):]
+            name = key[len("pipeline.") :]
             if name not in fields:
                 raise ValueError(
                     f"unknown pipeline setting '{key}': valid are "
@@ -94,16 +96,22 @@ class Pipeline:
         folder = os.path.join(self.out, name)
         os.makedirs(folder, exist_ok=True)
         cmd = [
-            sys.executable, os.path.join(ROOT, "tools", "run_distributed_engines.py"),
-            f"engine_name={engine}", *overrides, *self._common(),
-            f"config.CHECKPOINT.DIR={folder}", *self.passthrough,
+            sys.executable,
+            os.path.join(ROOT, "tools", "run_distributed_engines.py"),
+            f"engine_name={engine}",
+            *overrides,
+            *self._common(),
+            f"config.CHECKPOINT.DIR={folder}",
+            *self.passthrough,
         ]
         log = os.path.join(folder, "stdout.log")
         print(f"[pipeline] {name}: running (log: {log})", flush=True)
         t0 = time.time()
         env = dict(os.environ)
         env.setdefault("PYTHONWARNINGS", "ignore")
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.s.num_proc)))
+        env.setdefault(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.s.num_proc))
+        )
         with open(log, "a") as f:
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
@@ -112,7 +120,8 @@ class Pipeline:
         if rc != 0:
             tail = open(log).read().splitlines()[-15:]
             raise RuntimeError(
-                f"stage {name} failed (exit {rc}); last lines of {log}:\n" + "\n".join(tail)
+                f"stage {name} failed (exit {rc}); last lines of {log}:\n"
+                + "\n".join(tail)
             )
         print(f"[pipeline] {name}: done in {self.timings[name]:.0f}s", flush=True)
         return folder
@@ -126,11 +135,17 @@ class Pipeline:
         self.run_stage(name, [f"config={config}", *overrides])
         ckpt = final_checkpoint(folder)
         if not ckpt:
-            raise RuntimeError(f"stage {name} finished without a final checkpoint in {folder}")
+            raise RuntimeError(
+                f"stage {name} finished without a final checkpoint in {folder}"
+            )
         return ckpt
 
     def linear_eval(
-        self, name: str, checkpoint: str, target: str = "fmnist", extra: Optional[List[str]] = None
+        self,
+        name: str,
+        checkpoint: str,
+        target: str = "fmnist",
+        extra: Optional[List[str]] = None,
     ) -> Dict[str, float]:
         """VISSL's layer-wise linear probes of ``checkpoint``; ``extra`` overrides make the
         probed trunk match the checkpoint's (e.g. a Sobel stem)."""
@@ -171,9 +186,13 @@ class Pipeline:
         pretexts = [p.strip() for p in s.pretexts.split(",") if p.strip()]
         for p in pretexts:
             if p not in ("rotnet", "jigsaw"):
-                raise ValueError(f"pipeline.pretexts: '{p}' is not one of rotnet, jigsaw")
+                raise ValueError(
+                    f"pipeline.pretexts: '{p}' is not one of rotnet, jigsaw"
+                )
         if s.npre_checkpoint and len(pretexts) != 1:
-            raise ValueError("pipeline.npre_checkpoint needs exactly one pipeline.pretexts entry")
+            raise ValueError(
+                "pipeline.npre_checkpoint needs exactly one pipeline.pretexts entry"
+            )
         models: Dict[str, str] = {}
         clusters: Dict[str, Any] = {}
         for p in pretexts:
@@ -198,7 +217,9 @@ class Pipeline:
                     f"config.VCF.CLUSTERFIT.SEED={s.seed}",
                 ],
             )
-            meta_path = os.path.join(self.out, ncf_name, "clusterfit", f"clusterfit_{p}_meta.json")
+            meta_path = os.path.join(
+                self.out, ncf_name, "clusterfit", f"clusterfit_{p}_meta.json"
+            )
             with open(meta_path) as f:
                 clusters[p] = json.load(f)
         if s.with_random:
@@ -216,7 +237,10 @@ class Pipeline:
             "passthrough": self.passthrough,
             "checkpoints": models,
             "linear_top1": results,
-            "clusters": {p: {"metrics": m["metrics"], "files": m["files"], "time_s": m["time_s"]} for p, m in clusters.items()},
+            "clusters": {
+                p: {"metrics": m["metrics"], "files": m["files"], "time_s": m["time_s"]}
+                for p, m in clusters.items()
+            },
             "stage_time_s": self.timings,
             "total_time_s": round(time.time() - t_start, 1),
         }
@@ -242,17 +266,26 @@ class Pipeline:
         from vissl_clusterfit.launcher import compose_config
 
         _, cfg = compose_config(
-            [f"config=vissl_clusterfit/pretrain/rotnet_fmnist_{self.s.scale}", "config.CHECKPOINT.DIR=/tmp",
-             *(extra_overrides or [])],
+            [
+                f"config=vissl_clusterfit/pretrain/rotnet_fmnist_{self.s.scale}",
+                "config.CHECKPOINT.DIR=/tmp",
+                *(extra_overrides or []),
+            ],
             dump_config=False,
         )
         torch.manual_seed(self.s.seed)
         trunk = get_model_trunk(cfg.MODEL.TRUNK.NAME)(cfg.MODEL, cfg.MODEL.TRUNK.NAME)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        state = {"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}
+        state = {
+            "classy_state_dict": {
+                "base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}
+            }
+        }
         torch.save(state, path)
         model = cfg.MODEL.to_dict()
-        model.get("FSDP_CONFIG", {}).pop("compute_dtype", None)  # a torch.dtype, not YAML
+        model.get("FSDP_CONFIG", {}).pop(
+            "compute_dtype", None
+        )  # a torch.dtype, not YAML
         with open(os.path.join(os.path.dirname(path), "train_config.yaml"), "w") as f:
             yaml.safe_dump({"MODEL": model}, f)
         return path
@@ -277,5 +310,7 @@ def main(argv: List[str]) -> Dict[str, Any]:
     rest = [a for a in argv if not a.startswith("pipeline.")]
     bad = [a for a in rest if not a.startswith(("config.", "+config."))]
     if bad:
-        raise ValueError(f"arguments {bad}: use pipeline.<key>=<value> or config.<KEY>=<value>")
+        raise ValueError(
+            f"arguments {bad}: use pipeline.<key>=<value> or config.<KEY>=<value>"
+        )
     return Pipeline(PipelineSettings.from_args(ours), rest).run()

@@ -3,11 +3,13 @@
 Plots: top-1 per layer per model (as ClusterFit Fig. 4), the cluster size histogram, and
 a grid of sample images for a few clusters (for our in-memory data sources).
 """
+
 import json
 import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
 
 LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 
@@ -18,7 +20,11 @@ def accuracy_table(results: Dict[str, Dict[str, float]]) -> str:
     for model, top1 in results.items():
         best = max(top1.get(l, float("-inf")) for l in layers)
         cells = [
-            (f"**{top1[l]:.2f}**" if top1[l] == best else f"{top1[l]:.2f}") if l in top1 else "-"
+            (
+                (f"**{top1[l]:.2f}**" if top1[l] == best else f"{top1[l]:.2f}")
+                if l in top1
+                else "-"
+            )
             for l in layers
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -88,7 +94,11 @@ def dataset_images(dataset_settings: Dict[str, Any]) -> Optional[np.ndarray]:
 
 
 def _plot_cluster_samples(
-    path: str, images: np.ndarray, labels: np.ndarray, num_clusters: int = 8, per_cluster: int = 10
+    path: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_clusters: int = 8,
+    per_cluster: int = 10,
 ) -> None:
     import matplotlib
 
@@ -98,7 +108,9 @@ def _plot_cluster_samples(
     sizes = np.bincount(labels)
     shown = np.argsort(-sizes)[:num_clusters]  # the largest clusters
     rng = np.random.RandomState(0)
-    fig, axes = plt.subplots(len(shown), per_cluster, figsize=(per_cluster, len(shown) * 1.05))
+    fig, axes = plt.subplots(
+        len(shown), per_cluster, figsize=(per_cluster, len(shown) * 1.05)
+    )
     axes = np.atleast_2d(axes)
     for row, c in enumerate(shown):
         members = np.flatnonzero(labels == c)
@@ -118,7 +130,9 @@ def write_report(out_dir: str, report: Dict[str, Any]) -> None:
     plots: List[str] = []
     for target, results in report["linear_top1"].items():
         name = f"accuracy_per_layer_{target}.png"
-        _plot_accuracy(os.path.join(out_dir, name), f"Linear probes on {target}", results)
+        _plot_accuracy(
+            os.path.join(out_dir, name), f"Linear probes on {target}", results
+        )
         plots.append(name)
     for pretext, info in report.get("clusters", {}).items():
         labels = np.load(info["files"]["labels"])
@@ -126,7 +140,9 @@ def write_report(out_dir: str, report: Dict[str, Any]) -> None:
             meta = json.load(f)
         k = int(meta["num_clusters"])
         name = f"cluster_sizes_{pretext}.png"
-        _plot_sizes(os.path.join(out_dir, name), labels, k, f"{pretext} N_pre features, K={k}")
+        _plot_sizes(
+            os.path.join(out_dir, name), labels, k, f"{pretext} N_pre features, K={k}"
+        )
         plots.append(name)
         images = dataset_images(meta["settings"]["dataset"])
         if images is not None and len(images) == len(labels):
@@ -151,7 +167,12 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "",
     ]
     for target, results in report["linear_top1"].items():
-        out += [f"## Linear probe top-1 (%) on {target}, per layer", "", accuracy_table(results), ""]
+        out += [
+            f"## Linear probe top-1 (%) on {target}, per layer",
+            "",
+            accuracy_table(results),
+            "",
+        ]
     if report.get("clusters"):
         out += [
             "## Clusters",

@@ -3,6 +3,7 @@
 VISSL's own plugin PREPENDS ``pkg://configs``; we APPEND ours so that VISSL's config names
 always win and ours live under ``config=vissl_clusterfit/...`` without shadowing anything.
 """
+
 import logging
 
 from hydra.core.config_search_path import ConfigSearchPath

@@ -16,6 +16,7 @@ from sklearn.datasets import make_blobs
 from tests.clustering.gloo import error_message, run_on_ranks
 from vissl_clusterfit.clustering import cluster_sizes, distributed_kmeans, nmi
 
+
 WORLD_SIZE = 2
 K = 12
 
@@ -25,7 +26,9 @@ def _random_data() -> np.ndarray:
 
 
 def _blobs() -> Tuple[np.ndarray, np.ndarray]:
-    x, truth = make_blobs(1000, n_features=2, centers=4, cluster_std=0.5, random_state=0)
+    x, truth = make_blobs(
+        1000, n_features=2, centers=4, cluster_std=0.5, random_state=0
+    )
     return x.astype(np.float32), truth
 
 
@@ -43,11 +46,23 @@ def _scenarios() -> Dict[str, Tuple[np.ndarray, int, dict]]:
     x = _random_data()
     blobs, _ = _blobs()
     return {
-        "given_init": (x, 500, dict(k=K, niter=15, init_centroids=x[100:100 + K].copy())),
+        "given_init": (
+            x,
+            500,
+            dict(k=K, niter=15, init_centroids=x[100 : 100 + K].copy()),
+        ),
         "seeded_init": (x, 500, dict(k=K, niter=15, seed=3)),
         "uneven_shards": (x, 137, dict(k=K, niter=15, seed=4)),
-        "empty_in_loop": (x, 500, dict(k=K, niter=5, init_centroids=_forced_empty_init(x))),
-        "empty_final": (x, 500, dict(k=K, niter=0, init_centroids=_forced_empty_init(x))),
+        "empty_in_loop": (
+            x,
+            500,
+            dict(k=K, niter=5, init_centroids=_forced_empty_init(x)),
+        ),
+        "empty_final": (
+            x,
+            500,
+            dict(k=K, niter=0, init_centroids=_forced_empty_init(x)),
+        ),
         "blobs": (blobs, 500, dict(k=4, niter=50, seed=3)),
     }
 
@@ -67,7 +82,9 @@ def _worker(rank: int, out_dir: str) -> None:
         )
     # Invalid K must raise on every rank instead of deadlocking.
     message = error_message(
-        lambda: distributed_kmeans(_random_data()[:5] if rank == 0 else _random_data()[5:9], k=10)
+        lambda: distributed_kmeans(
+            _random_data()[:5] if rank == 0 else _random_data()[5:9], k=10
+        )
     )
     with open(os.path.join(out_dir, f"k_too_large_{rank}.txt"), "w") as f:
         f.write(message)
@@ -87,11 +104,15 @@ def two_rank_results(tmp_path_factory):
 
 
 def _load(out_dir: str, name: str):
-    return [dict(np.load(os.path.join(out_dir, f"{name}_{r}.npz"))) for r in range(WORLD_SIZE)]
+    return [
+        dict(np.load(os.path.join(out_dir, f"{name}_{r}.npz")))
+        for r in range(WORLD_SIZE)
+    ]
 
 
 @pytest.mark.parametrize(
-    "name", ["given_init", "seeded_init", "uneven_shards", "empty_in_loop", "empty_final"]
+    "name",
+    ["given_init", "seeded_init", "uneven_shards", "empty_in_loop", "empty_final"],
 )
 def test_two_ranks_equal_single_process(two_rank_results, name):
     x, _, kwargs = _scenarios()[name]
@@ -99,9 +120,13 @@ def test_two_ranks_equal_single_process(two_rank_results, name):
     ranks = _load(two_rank_results, name)
     labels = np.concatenate([r["labels"] for r in ranks])
     distances = np.concatenate([r["distances"] for r in ranks])
-    np.testing.assert_array_equal(labels, single.labels, err_msg=f"{name}: labels differ")
+    np.testing.assert_array_equal(
+        labels, single.labels, err_msg=f"{name}: labels differ"
+    )
     for r in ranks:
-        np.testing.assert_allclose(r["centroids"], single.centroids, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            r["centroids"], single.centroids, rtol=1e-5, atol=1e-5
+        )
         assert float(r["objective"]) == pytest.approx(single.objective, rel=1e-9)
         assert int(r["n_empty_reseeded"]) == single.n_empty_reseeded
         assert int(r["iterations"]) == single.iterations
@@ -141,7 +166,9 @@ def test_errors_raise_on_every_rank(two_rank_results):
     assert "NaN" in message and "first bad local row index: 3" in message, message
 
 
-def _numpy_lloyd(x: np.ndarray, init: np.ndarray, niter: int) -> Tuple[np.ndarray, np.ndarray]:
+def _numpy_lloyd(
+    x: np.ndarray, init: np.ndarray, niter: int
+) -> Tuple[np.ndarray, np.ndarray]:
     centroids = init.astype(np.float64)
     x64 = x.astype(np.float64)
     for _ in range(niter):
@@ -155,7 +182,7 @@ def _numpy_lloyd(x: np.ndarray, init: np.ndarray, niter: int) -> Tuple[np.ndarra
 
 def test_single_process_matches_numpy_lloyd():
     x = _random_data()
-    init = x[100:100 + K]
+    init = x[100 : 100 + K]
     result = distributed_kmeans(x, K, niter=8, init_centroids=init)
     labels, centroids = _numpy_lloyd(x, init, result.iterations)
     np.testing.assert_array_equal(result.labels, labels)
@@ -169,7 +196,9 @@ def test_single_process_hand_example_and_early_stop():
     x = np.array([[0.0, 0.0], [0.0, 0.1], [10.0, 10.0], [10.0, 10.1]], dtype=np.float32)
     result = distributed_kmeans(x, 2, niter=20, init_centroids=x[[0, 2]])
     np.testing.assert_array_equal(result.labels, [0, 0, 1, 1])
-    np.testing.assert_allclose(result.centroids, [[0.0, 0.05], [10.0, 10.05]], atol=1e-6)
+    np.testing.assert_allclose(
+        result.centroids, [[0.0, 0.05], [10.0, 10.05]], atol=1e-6
+    )
     # the labels never change after the first update: stops at a fixed point
     assert result.iterations == 1, result.iterations
     assert result.n_empty_reseeded == 0
@@ -187,7 +216,9 @@ def test_seeded_init_picks_global_rows_and_is_deterministic():
 
 def test_single_process_validation():
     x = _random_data()[:10]
-    with pytest.raises(ValueError, match=r"K=11 is larger than the number of samples N=10"):
+    with pytest.raises(
+        ValueError, match=r"K=11 is larger than the number of samples N=10"
+    ):
         distributed_kmeans(x, 11)
     bad = x.copy()
     bad[4, 2] = np.inf

@@ -28,7 +28,9 @@ def test_two_locations_exact_labels_and_centroids():
     assert result.labels.dtype == np.int64 and result.distances.dtype == np.float32
     assert result.centroids.dtype == np.float32 and result.centroids.shape == (2, 2)
     labels = result.labels
-    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2], labels
+    assert (
+        labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+    ), labels
     np.testing.assert_allclose(result.centroids[labels[0]], [0.0, 0.05], atol=1e-6)
     np.testing.assert_allclose(result.centroids[labels[2]], [10.0, 10.05], atol=1e-5)
     np.testing.assert_allclose(result.distances, 0.0025, atol=1e-5)
@@ -37,13 +39,17 @@ def test_two_locations_exact_labels_and_centroids():
 
 
 def test_objective_close_to_sklearn_best_of_n_init():
-    x, truth = make_blobs(2000, n_features=8, centers=5, cluster_std=1.0, random_state=0)
+    x, truth = make_blobs(
+        2000, n_features=8, centers=5, cluster_std=1.0, random_state=0
+    )
     x = x.astype(np.float32)
     reference = KMeans(5, n_init=10, random_state=0).fit(x).inertia_
     for seed in range(3):
         result = run_kmeans(x, 5, niter=50, seed=seed, nredo=10)
         ratio = result.objective / reference
-        assert ratio < 1.02, f"seed {seed}: objective {result.objective} vs sklearn {reference}"
+        assert (
+            ratio < 1.02
+        ), f"seed {seed}: objective {result.objective} vs sklearn {reference}"
         # the objective is the sum of the returned distances, recomputed here in float64
         exact = ((x - result.centroids[result.labels]).astype(np.float64) ** 2).sum()
         assert abs(exact - result.objective) < 1e-4 * exact, (exact, result.objective)
@@ -52,7 +58,9 @@ def test_objective_close_to_sklearn_best_of_n_init():
 
 def test_k_larger_than_n_raises():
     x = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"K=11 is larger than the number of samples N=10"):
+    with pytest.raises(
+        ValueError, match=r"K=11 is larger than the number of samples N=10"
+    ):
         run_kmeans(x, 11)
 
 
@@ -93,11 +101,15 @@ def test_deterministic_for_a_seed():
 
 
 def test_fix_up_splits_largest_cluster_into_empty_one():
-    x = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0], [1.2, 1.0]], dtype=np.float32)
+    x = np.array(
+        [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0], [1.2, 1.0]], dtype=np.float32
+    )
     centroids = np.array([[0.05, 0.0], [100.0, 100.0], [1.1, 1.0]], dtype=np.float32)
     labels, distances = assign_to_centroids(x, centroids)
     np.testing.assert_array_equal(labels, [0, 0, 2, 2, 2])
-    new_c, new_labels, new_d, n_reseeded = _fix_empty_clusters(x, centroids, labels, distances)
+    new_c, new_labels, new_d, n_reseeded = _fix_empty_clusters(
+        x, centroids, labels, distances
+    )
     assert n_reseeded == 1
     assert num_empty(new_labels, 3) == 0, cluster_sizes(new_labels, 3)
     # Cluster 2 (3 members, the largest) is split along the direction of its
@@ -115,7 +127,9 @@ def test_fix_up_splits_largest_cluster_into_empty_one():
 def test_run_kmeans_reseeds_when_faiss_leaves_clusters_empty():
     # Only 3 distinct points: any K > 3 forces duplicated centroids, and
     # nearest-centroid ties leave the duplicates empty after faiss.
-    x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [10.0, 0.0]], dtype=np.float32), 10, axis=0)
+    x = np.repeat(
+        np.array([[0.0, 0.0], [5.0, 5.0], [10.0, 0.0]], dtype=np.float32), 10, axis=0
+    )
     for k in (4, 8):
         result = run_kmeans(x, k, seed=0)
         sizes = cluster_sizes(result.labels, k)
@@ -124,7 +138,9 @@ def test_run_kmeans_reseeds_when_faiss_leaves_clusters_empty():
         assert result.objective == 0.0
     result = run_kmeans(x, 3, seed=0)
     assert result.n_empty_reseeded == 0
-    np.testing.assert_array_equal(np.sort(cluster_sizes(result.labels, 3)), [10, 10, 10])
+    np.testing.assert_array_equal(
+        np.sort(cluster_sizes(result.labels, 3)), [10, 10, 10]
+    )
 
 
 def test_k_equals_n_gives_singletons():
@@ -140,7 +156,9 @@ def test_assign_to_centroids_matches_brute_force():
     centroids = rng.standard_normal((20, 8)).astype(np.float32)
     labels, distances = assign_to_centroids(x, centroids, batch_size=37)
     assert labels.dtype == np.int64 and distances.dtype == np.float32
-    full = ((x[:, None, :].astype(np.float64) - centroids[None].astype(np.float64)) ** 2).sum(-1)
+    full = (
+        (x[:, None, :].astype(np.float64) - centroids[None].astype(np.float64)) ** 2
+    ).sum(-1)
     expected = full.argmin(axis=1)
     ordered = np.sort(full, axis=1)
     clear = ordered[:, 1] - ordered[:, 0] > 1e-4  # ignore float32 near-ties

@@ -20,7 +20,9 @@ def test_cluster_sizes_and_num_empty():
     assert cluster_sizes(labels, 5).dtype == np.int64
     assert num_empty(labels, 5) == 2
     assert num_empty(labels, 4) == 1
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, k=3\), found range \[0, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"labels must lie in \[0, k=3\), found range \[0, 3\]"
+    ):
         cluster_sizes(labels, 3)
     with pytest.raises(ValueError, match="integer"):
         cluster_sizes(np.array([0.0, 1.0]), 2)
@@ -44,8 +46,12 @@ def test_purity_hand_example():
     truth = np.array([10, 10, 20, 20, 20, 30])
     # cluster 0: majority class 10 (2), cluster 1: class 20 (2), cluster 2: class 30 (1) -> 5 / 6
     assert purity(labels, truth) == pytest.approx(5 / 6)
-    assert purity(np.array([7, 7, 7, -1]), np.array([0, 1, 1, 5])) == pytest.approx(3 / 4)
-    assert purity(np.zeros(4, dtype=int), np.array([0, 1, 2, 3])) == pytest.approx(1 / 4)
+    assert purity(np.array([7, 7, 7, -1]), np.array([0, 1, 1, 5])) == pytest.approx(
+        3 / 4
+    )
+    assert purity(np.zeros(4, dtype=int), np.array([0, 1, 2, 3])) == pytest.approx(
+        1 / 4
+    )
     assert purity(np.arange(4), np.zeros(4, dtype=int)) == 1.0
     with pytest.raises(ValueError, match="labels has 3 entries but truth has 4"):
         purity(np.arange(3), np.arange(4))
@@ -57,20 +63,35 @@ def test_cluster_metrics_keys_and_values():
     previous = np.array([1, 1, 1, 0, 0, 2])
     m = cluster_metrics(labels, 4, truth=truth, previous=previous)
     assert set(m) == {
-        "num_clusters", "num_empty", "size_min", "size_max", "size_mean", "size_std",
-        "nmi", "ami", "purity", "nmi_previous",
+        "num_clusters",
+        "num_empty",
+        "size_min",
+        "size_max",
+        "size_mean",
+        "size_std",
+        "nmi",
+        "ami",
+        "purity",
+        "nmi_previous",
     }
     sizes = np.array([3, 2, 0, 1])
     assert m["num_clusters"] == 4 and m["num_empty"] == 1
     assert (m["size_min"], m["size_max"]) == (0, 3)
-    assert m["size_mean"] == pytest.approx(1.5) and m["size_std"] == pytest.approx(sizes.std())
+    assert m["size_mean"] == pytest.approx(1.5) and m["size_std"] == pytest.approx(
+        sizes.std()
+    )
     assert m["purity"] == pytest.approx(5 / 6)
     assert m["nmi"] == normalized_mutual_info_score(labels, truth)
     assert m["nmi_previous"] == pytest.approx(1.0)
     assert all(isinstance(v, float) for v in m.values())
     basic = cluster_metrics(labels, 4)
     assert set(basic) == {
-        "num_clusters", "num_empty", "size_min", "size_max", "size_mean", "size_std"
+        "num_clusters",
+        "num_empty",
+        "size_min",
+        "size_max",
+        "size_mean",
+        "size_std",
     }
 
 

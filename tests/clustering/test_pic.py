@@ -47,7 +47,9 @@ def test_attractor_clusters_hand_example():
     np.testing.assert_array_equal(_attractor_clusters(graph, v), [0, 0, 0, 1, 1])
     # an isolated node is its own cluster
     graph = sp.csr_matrix((np.ones(2), ([0, 1], [1, 0])), shape=(3, 3))
-    np.testing.assert_array_equal(_attractor_clusters(graph, np.array([1.0, 2.0, 0.5])), [0, 0, 1])
+    np.testing.assert_array_equal(
+        _attractor_clusters(graph, np.array([1.0, 2.0, 0.5])), [0, 0, 1]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -55,7 +57,9 @@ def test_pic_recovers_three_blobs(seed):
     x, truth = _three_blobs(seed)
     labels = run_pic(x, n_neighbors=10, sigma=0.5)
     ari = adjusted_rand_score(truth, labels)
-    assert labels.max() + 1 == 3 and ari == 1.0, f"{labels.max() + 1} clusters, ARI {ari}"
+    assert (
+        labels.max() + 1 == 3 and ari == 1.0
+    ), f"{labels.max() + 1} clusters, ARI {ari}"
 
 
 def test_pic_default_parameters_never_merge_components():

@@ -48,7 +48,9 @@ def test_l2_normalize_unit_rows_zero_row_stays_zero():
     y = l2_normalize(x)
     assert y.dtype == np.float32
     norms = np.linalg.norm(y.astype(np.float64), axis=1)
-    np.testing.assert_allclose(norms[[0, 2, 3]], 1.0, atol=1e-6, err_msg=f"norms {norms}")
+    np.testing.assert_allclose(
+        norms[[0, 2, 3]], 1.0, atol=1e-6, err_msg=f"norms {norms}"
+    )
     np.testing.assert_array_equal(y[1], [0.0, 0.0])
     np.testing.assert_allclose(y[0], [0.6, 0.8], rtol=1e-6)
     np.testing.assert_array_equal(x, before)
@@ -68,7 +70,9 @@ def test_pca_whitening_identity_covariance_on_fitted_data():
 def test_pca_matches_numpy_svd_reference_up_to_sign():
     x = _anisotropic(n=1500, d=12, seed=1)
     dim = 5
-    ours_white = PCAWhitening(dim, whiten=True, eps=0.0).fit(x).transform(x).astype(np.float64)
+    ours_white = (
+        PCAWhitening(dim, whiten=True, eps=0.0).fit(x).transform(x).astype(np.float64)
+    )
     ours_plain = PCAWhitening(dim, whiten=False).fit(x).transform(x).astype(np.float64)
 
     centered = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
@@ -83,12 +87,16 @@ def test_pca_matches_numpy_svd_reference_up_to_sign():
         assert diff < 1e-5 * scale, f"max abs diff {diff} vs reference scale {scale}"
     variances = ours_plain.var(axis=0)
     np.testing.assert_allclose(variances, (s[:dim] ** 2) / x.shape[0], rtol=1e-5)
-    assert np.all(np.diff(variances) < 0), f"components not sorted by variance: {variances}"
+    assert np.all(
+        np.diff(variances) < 0
+    ), f"components not sorted by variance: {variances}"
 
 
 def test_pca_dim_larger_than_data_raises():
     x = _anisotropic(n=50, d=6)
-    with pytest.raises(ValueError, match=r"dim=7 must be <= min\(num_rows=50, feature_dim=6\)"):
+    with pytest.raises(
+        ValueError, match=r"dim=7 must be <= min\(num_rows=50, feature_dim=6\)"
+    ):
         PCAWhitening(7).fit(x)
     with pytest.raises(ValueError, match=r"num_rows=5"):
         PCAWhitening(6).fit(x, sample_size=5)
@@ -100,7 +108,9 @@ def test_pca_state_dict_round_trip_reproduces_transform():
     x = _anisotropic(n=600, d=10, seed=2)
     pca = PCAWhitening(4).fit(x)
     state = pca.state_dict()
-    assert isinstance(state["mean"], np.ndarray) and isinstance(state["projection"], np.ndarray)
+    assert isinstance(state["mean"], np.ndarray) and isinstance(
+        state["projection"], np.ndarray
+    )
     assert (state["dim"], state["whiten"], state["eps"]) == (4, True, 1e-5)
     restored = PCAWhitening.from_state_dict(state)
     np.testing.assert_array_equal(restored.transform(x), pca.transform(x))
@@ -115,7 +125,9 @@ def test_pca_fit_is_reproducible_and_sample_is_seeded():
     c = PCAWhitening(4).fit(x, sample_size=500, seed=8).state_dict()
     for key in ("mean", "projection"):
         np.testing.assert_array_equal(a[key], b[key])
-    assert not np.array_equal(a["mean"], c["mean"]), "different seeds drew the same sample"
+    assert not np.array_equal(
+        a["mean"], c["mean"]
+    ), "different seeds drew the same sample"
     rows = np.sort(np.random.default_rng(7).choice(3000, size=500, replace=False))
     manual = PCAWhitening(4).fit(x[rows]).state_dict()
     np.testing.assert_array_equal(a["projection"], manual["projection"])
@@ -128,7 +140,9 @@ def test_chunked_passes_equal_single_pass(monkeypatch):
     full_l2 = l2_normalize(x)
     monkeypatch.setattr(preprocess, "_CHUNK_ROWS", 7)
     chunked_pca = PCAWhitening(3).fit(x)
-    np.testing.assert_allclose(chunked_pca.projection, full_pca.projection, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        chunked_pca.projection, full_pca.projection, rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(chunked_pca.transform(x), full, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(l2_normalize(x), full_l2)
     x[250, 2] = np.nan
@@ -179,7 +193,9 @@ def test_preprocess_rejects_bad_order_and_nan():
 def test_apply_preprocessing_reproduces_train_transform(order):
     train = _anisotropic(n=700, d=12, seed=8)
     test = _anisotropic(n=90, d=12, seed=9)
-    y_train, pca = preprocess_features(train, pca_dim=6, order=order, pca_sample_size=400, seed=3)
+    y_train, pca = preprocess_features(
+        train, pca_dim=6, order=order, pca_sample_size=400, seed=3
+    )
     again = apply_preprocessing(train, pca, l2_norm=True, order=order)
     np.testing.assert_array_equal(again, y_train)
     y_test = apply_preprocessing(test, pca, l2_norm=True, order=order)

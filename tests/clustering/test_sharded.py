@@ -18,6 +18,7 @@ from vissl_clusterfit.clustering import (
     sharded_kmeans,
 )
 
+
 WORLD_SIZE = 2
 SPLIT = 230  # uneven shards on purpose
 
@@ -33,7 +34,9 @@ def _data() -> np.ndarray:
 SCENARIOS = {
     "plain": dict(k=6, niter=10, seed=1),
     "pca_whiten": dict(k=6, niter=10, seed=2, pca_dim=8, whiten=True),
-    "l2_pca_sampled": dict(k=6, niter=10, seed=3, pca_dim=8, order="l2_pca", pca_sample_size=300),
+    "l2_pca_sampled": dict(
+        k=6, niter=10, seed=3, pca_dim=8, order="l2_pca", pca_sample_size=300
+    ),
     "no_l2": dict(k=6, niter=10, seed=4, l2_norm=False),
 }
 
@@ -46,8 +49,10 @@ def _worker(rank: int, out_dir: str) -> None:
         labels = gather_rows(res.labels)
         np.savez(
             os.path.join(out_dir, f"{name}_{rank}.npz"),
-            local=res.labels, gathered=labels if labels is not None else np.zeros(0),
-            centroids=res.centroids, total=res.total,
+            local=res.labels,
+            gathered=labels if labels is not None else np.zeros(0),
+            centroids=res.centroids,
+            total=res.total,
         )
     pca = fit_pca_sharded(shard, 5, whiten=True, sample_size=200, seed=7)
     np.savez(os.path.join(out_dir, f"pca_{rank}.npz"), **pca.state_dict())
@@ -68,10 +73,14 @@ def two_ranks(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_two_ranks_give_the_single_process_labels(two_ranks, name):
     single = sharded_kmeans(_data(), **SCENARIOS[name])
-    r0, r1 = (dict(np.load(os.path.join(two_ranks, f"{name}_{r}.npz"))) for r in range(2))
+    r0, r1 = (
+        dict(np.load(os.path.join(two_ranks, f"{name}_{r}.npz"))) for r in range(2)
+    )
     assert r0["local"].shape == (SPLIT,) and r1["local"].shape == (500 - SPLIT,)
     assert int(r0["total"]) == 500
-    np.testing.assert_array_equal(np.concatenate([r0["local"], r1["local"]]), single.labels)
+    np.testing.assert_array_equal(
+        np.concatenate([r0["local"], r1["local"]]), single.labels
+    )
     np.testing.assert_array_equal(r0["gathered"], single.labels)  # rank 0 receives all
     assert r1["gathered"].size == 0  # the other rank receives nothing
     np.testing.assert_allclose(r0["centroids"], single.centroids, atol=1e-5)
@@ -85,7 +94,9 @@ def test_sharded_pca_equals_pca_on_all_rows(two_ranks):
     for r in range(2):
         state = dict(np.load(os.path.join(two_ranks, f"pca_{r}.npz")))
         np.testing.assert_allclose(state["mean"], ref.mean, rtol=1e-10)
-        np.testing.assert_allclose(state["projection"], ref.projection, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            state["projection"], ref.projection, rtol=1e-6, atol=1e-9
+        )
 
 
 def test_bad_shard_raises_on_every_rank(two_ranks):

@@ -8,7 +8,12 @@ from vissl_clusterfit.data import cluster_labels as cl
 
 def _write(tmp_path, labels, k=3, name="cf"):
     return cl.write_label_files(
-        str(tmp_path), name, labels, np.zeros((k, 2)), np.zeros(len(labels)), {"num_clusters": k}
+        str(tmp_path),
+        name,
+        labels,
+        np.zeros((k, 2)),
+        np.zeros(len(labels)),
+        {"num_clusters": k},
     )
 
 
@@ -17,7 +22,9 @@ def test_write_then_load_round_trip(tmp_path):
     labels = cl.load_cluster_labels(paths["labels"], expected_len=4)
     assert labels.dtype == np.int64 and labels.tolist() == [0, 2, 1, 2]
     meta = cl.read_meta(str(tmp_path), "cf")
-    assert meta["num_clusters"] == 3 and meta["labels_sha256"] == cl.file_sha256(paths["labels"])
+    assert meta["num_clusters"] == 3 and meta["labels_sha256"] == cl.file_sha256(
+        paths["labels"]
+    )
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     # VISSL's own disk_filelist label loading reads the same file
     assert np.load(paths["labels"]).tolist() == [0, 2, 1, 2]

@@ -8,6 +8,7 @@ import pytest
 
 from vissl_clusterfit.data.cluster_sampler import UniformClusterSampler
 
+
 # skewed: cluster 0 dominates, 3 and 5 are tiny, 2 and 4 are empty, -1 marks ignored samples
 SKEWED = np.array([0] * 300 + [1] * 40 + [3] * 2 + [5] * 1 + [6] * 17 + [-1] * 40)
 
@@ -22,7 +23,13 @@ def test_each_nonempty_cluster_drawn_equally_often(num_samples):
     counts = _cluster_counts(s, SKEWED)
     total = num_samples or len(SKEWED)
     assert len(s) == total and sum(counts.values()) == total
-    assert set(counts) == {0, 1, 3, 5, 6}, counts  # empty clusters 2, 4 and -1 never drawn
+    assert set(counts) == {
+        0,
+        1,
+        3,
+        5,
+        6,
+    }, counts  # empty clusters 2, 4 and -1 never drawn
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
@@ -53,7 +60,9 @@ def test_deterministic_for_a_seed_and_changes_with_epoch_and_seed():
 @pytest.mark.parametrize("num_samples", [400, 401, 10])
 def test_two_ranks_disjoint_and_cover_the_epoch_list(num_samples):
     ranks = [
-        UniformClusterSampler(SKEWED, num_samples=num_samples, seed=2, num_replicas=2, rank=r)
+        UniformClusterSampler(
+            SKEWED, num_samples=num_samples, seed=2, num_replicas=2, rank=r
+        )
         for r in (0, 1)
     ]
     for r in ranks:

@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from vissl_clusterfit.data.jigsaw_permutations import VcfShuffleImgPatches, generate_permutations
+from vissl_clusterfit.data.jigsaw_permutations import (
+    VcfShuffleImgPatches,
+    generate_permutations,
+)
 
 
 def test_permutations_valid_distinct_far_apart_and_seeded():

@@ -8,11 +8,19 @@ import vissl_clusterfit  # noqa: F401
 from tests.conftest import write_idx
 from vissl_clusterfit.data.array_source import select_subset
 from vissl_clusterfit.data.digits import DigitsSource, load_digits_split
-from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH, FashionMNISTSource, load_fashion_mnist, read_idx
+from vissl_clusterfit.data.fashion_mnist import (
+    DEFAULT_PATH,
+    FashionMNISTSource,
+    load_fashion_mnist,
+    read_idx,
+)
 
 
 def _cfg(limit=-1, seed=0, skip=0):
-    split = {"DATA_LIMIT": limit, "DATA_LIMIT_SAMPLING": {"SEED": seed, "SKIP_NUM_SAMPLES": skip}}
+    split = {
+        "DATA_LIMIT": limit,
+        "DATA_LIMIT_SAMPLING": {"SEED": seed, "SKIP_NUM_SAMPLES": skip},
+    }
     return AttrDict({"DATA": {"TRAIN": split, "TEST": split}})
 
 
@@ -49,7 +57,9 @@ def test_select_subset_errors_and_skip():
 
 
 def test_missing_folder_and_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        FileNotFoundError, match="apt-get install dataset-fashion-mnist"
+    ):
         load_fashion_mnist(str(tmp_path / "nope"), "train")
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         load_fashion_mnist(str(tmp_path), "train")
@@ -72,7 +82,9 @@ def test_corrupt_files(tmp_path):
 
 
 def test_image_label_count_mismatch(tmp_path):
-    write_idx(str(tmp_path / "train-images-idx3-ubyte"), np.zeros((5, 28, 28), np.uint8))
+    write_idx(
+        str(tmp_path / "train-images-idx3-ubyte"), np.zeros((5, 28, 28), np.uint8)
+    )
     write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.zeros((4,), np.uint8))
     with pytest.raises(ValueError, match="do not match"):
         load_fashion_mnist(str(tmp_path), "train")
@@ -88,10 +100,15 @@ def test_digits_split_is_stratified_and_disjoint():
     assert len(src) == 100 and src[0][0].size == (8, 8)
 
 
-@pytest.mark.skipif(not os.path.isdir(DEFAULT_PATH), reason=f"{DEFAULT_PATH} not installed (scripts/install.sh installs it)")
+@pytest.mark.skipif(
+    not os.path.isdir(DEFAULT_PATH),
+    reason=f"{DEFAULT_PATH} not installed (scripts/install.sh installs it)",
+)
 def test_real_fashion_mnist():
     images, labels = load_fashion_mnist(DEFAULT_PATH, "train")
-    assert images.shape == (60000, 28, 28) and np.bincount(labels).tolist() == [6000] * 10
+    assert (
+        images.shape == (60000, 28, 28) and np.bincount(labels).tolist() == [6000] * 10
+    )
     images, labels = load_fashion_mnist(DEFAULT_PATH, "test")
     assert images.shape == (10000, 28, 28)
 
@@ -100,12 +117,16 @@ def test_generic_ssl_dataset_with_our_label_source(idx_dir):
     """Our sources and labels through VISSL's own GenericSSLDataset (build_dataset)."""
     from vissl.data import build_dataset
 
-    from vissl_clusterfit.launcher import compose_config
     from tests.conftest import data_overrides
+    from vissl_clusterfit.launcher import compose_config
 
     _, cfg = compose_config(
-        ["config=vissl_clusterfit/benchmark/linear_fmnist_cpu", "config.DATA.TRAIN.DATA_LIMIT=64",
-         "config.CHECKPOINT.DIR=/tmp/vcf_unused", *data_overrides(idx_dir)],
+        [
+            "config=vissl_clusterfit/benchmark/linear_fmnist_cpu",
+            "config.DATA.TRAIN.DATA_LIMIT=64",
+            "config.CHECKPOINT.DIR=/tmp/vcf_unused",
+            *data_overrides(idx_dir),
+        ],
         dump_config=False,
     )
     ds = build_dataset(cfg, "TRAIN")

@@ -1,4 +1,5 @@
 """The extract-and-cluster step in-process: labels, reuse, refusal, every bad input."""
+
 import os
 
 import numpy as np
@@ -8,8 +9,7 @@ import torch
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
 from vissl_clusterfit.data.cluster_labels import label_paths, read_meta
-from vissl_clusterfit.hooks import clusterfit_hook as ch
-from vissl_clusterfit.hooks import feature_extraction as fx
+from vissl_clusterfit.hooks import clusterfit_hook as ch, feature_extraction as fx
 from vissl_clusterfit.launcher import compose_config
 
 
@@ -18,12 +18,22 @@ def save_untrained_npre(folder: str, seed: int = 0) -> str:
     from vissl.models.trunks import get_model_trunk
 
     _, cfg = compose_config(
-        ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu", f"config.CHECKPOINT.DIR={folder}"]
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={folder}",
+        ]
     )
     torch.manual_seed(seed)
     trunk = get_model_trunk("vcf_resnet")(cfg.MODEL, "vcf_resnet")
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
-    torch.save({"classy_state_dict": {"base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}}}, path)
+    torch.save(
+        {
+            "classy_state_dict": {
+                "base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}
+            }
+        },
+        path,
+    )
     return path
 
 
@@ -34,16 +44,24 @@ def npre(tmp_path_factory):
 
 def ncf_cfg(idx_dir, out, npre, *extra):
     _, cfg = compose_config(
-        ["config=vissl_clusterfit/clusterfit/ncf_fmnist_cpu", f"config.CHECKPOINT.DIR={out}",
-         f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}", "config.DATA.TRAIN.DATA_LIMIT=120",
-         "config.VCF.CLUSTERFIT.NUM_CLUSTERS=6", "config.VCF.CLUSTERFIT.BATCHSIZE=32",
-         *data_overrides(idx_dir, train_labels=False), *extra],
+        [
+            "config=vissl_clusterfit/clusterfit/ncf_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}",
+            "config.DATA.TRAIN.DATA_LIMIT=120",
+            "config.VCF.CLUSTERFIT.NUM_CLUSTERS=6",
+            "config.VCF.CLUSTERFIT.BATCHSIZE=32",
+            *data_overrides(idx_dir, train_labels=False),
+            *extra,
+        ],
         dump_config=False,
     )
     return cfg
 
 
-def test_cluster_dataset_writes_valid_labels_and_reuses(idx_dir, npre, tmp_path, monkeypatch):
+def test_cluster_dataset_writes_valid_labels_and_reuses(
+    idx_dir, npre, tmp_path, monkeypatch
+):
     cfg = ncf_cfg(idx_dir, tmp_path, npre)
     meta = ch.cluster_dataset(cfg)
     paths = label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")
@@ -56,7 +74,9 @@ def test_cluster_dataset_writes_valid_labels_and_reuses(idx_dir, npre, tmp_path,
     centroids = np.load(paths["centroids"])
     assert centroids.shape == (6, meta["clustered_dim"])
     # second run: nothing is recomputed
-    monkeypatch.setattr(fx, "build_npre_trunk", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(
+        fx, "build_npre_trunk", lambda *a, **k: pytest.fail("recomputed")
+    )
     again = ch.cluster_dataset(cfg)
     assert again["fingerprint"] == meta["fingerprint"]
 
@@ -64,9 +84,13 @@ def test_cluster_dataset_writes_valid_labels_and_reuses(idx_dir, npre, tmp_path,
 def test_other_settings_are_refused(idx_dir, npre, tmp_path):
     ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre))
     with pytest.raises(ValueError, match=r"other settings \(num_clusters: 6 -> 7"):
-        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.NUM_CLUSTERS=7"))
+        ch.cluster_dataset(
+            ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.NUM_CLUSTERS=7")
+        )
     with pytest.raises(ValueError, match="dataset.limit: 120 -> 100"):
-        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100"))
+        ch.cluster_dataset(
+            ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100")
+        )
 
 
 def test_label_source_serves_labels_and_checks_length(idx_dir, npre, tmp_path):
@@ -91,14 +115,32 @@ def test_label_source_serves_labels_and_checks_length(idx_dir, npre, tmp_path):
 @pytest.mark.parametrize(
     "override,error,match",
     [
-        ("config.VCF.CLUSTERFIT.FEATURE_LAYER=res9", ValueError, "available: conv1, res1, res2"),
-        ("config.VCF.CLUSTERFIT.NUM_CLUSTERS=500", ValueError, "NUM_CLUSTERS=500 is larger"),
+        (
+            "config.VCF.CLUSTERFIT.FEATURE_LAYER=res9",
+            ValueError,
+            "available: conv1, res1, res2",
+        ),
+        (
+            "config.VCF.CLUSTERFIT.NUM_CLUSTERS=500",
+            ValueError,
+            "NUM_CLUSTERS=500 is larger",
+        ),
         ("config.VCF.CLUSTERFIT.POOLING=median", ValueError, "POOLING=median"),
-        ("config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=/nonexistent/x.torch", FileNotFoundError, "/nonexistent/x.torch does not exist"),
-        ("config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=", ValueError, "NPRE_CHECKPOINT is empty"),
+        (
+            "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=/nonexistent/x.torch",
+            FileNotFoundError,
+            "/nonexistent/x.torch does not exist",
+        ),
+        (
+            "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=",
+            ValueError,
+            "NPRE_CHECKPOINT is empty",
+        ),
     ],
 )
-def test_bad_inputs_fail_clearly_and_write_nothing(idx_dir, npre, tmp_path, override, error, match):
+def test_bad_inputs_fail_clearly_and_write_nothing(
+    idx_dir, npre, tmp_path, override, error, match
+):
     cfg = ncf_cfg(idx_dir, tmp_path, npre, override)
     with pytest.raises(error, match=match):
         ch.cluster_dataset(cfg)
@@ -120,8 +162,12 @@ def test_missing_model_config_next_to_checkpoint(idx_dir, npre, tmp_path):
         ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(lonely)))
     # with NPRE_CONFIG it works
     meta = ch.cluster_dataset(
-        ncf_cfg(idx_dir, tmp_path / "out", str(lonely),
-                "config.VCF.CLUSTERFIT.NPRE_CONFIG=vissl_clusterfit/pretrain/rotnet_fmnist_cpu")
+        ncf_cfg(
+            idx_dir,
+            tmp_path / "out",
+            str(lonely),
+            "config.VCF.CLUSTERFIT.NPRE_CONFIG=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+        )
     )
     assert meta["num_samples"] == 120
 
@@ -148,7 +194,11 @@ def test_killed_run_completes_with_same_labels(idx_dir, npre, tmp_path, monkeypa
     for stage in ("extract_features", "run_kmeans"):
         target = fx if stage == "extract_features" else ch.clustering
         with monkeypatch.context() as m:
-            m.setattr(target, stage, lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt(stage)))
+            m.setattr(
+                target,
+                stage,
+                lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt(stage)),
+            )
             with pytest.raises(KeyboardInterrupt):
                 ch.cluster_dataset(cfg)
         assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
@@ -159,13 +209,18 @@ def test_killed_run_completes_with_same_labels(idx_dir, npre, tmp_path, monkeypa
 def test_multitask_concatenates_features_and_assigns_test(idx_dir, npre, tmp_path):
     second = save_untrained_npre(str(tmp_path / "npre2"), seed=1)
     cfg = ncf_cfg(
-        idx_dir, tmp_path, npre,
+        idx_dir,
+        tmp_path,
+        npre,
         f"config.VCF.CLUSTERFIT.EXTRA_NPRE=[{{CHECKPOINT: {second}, FEATURE_LAYER: res4}}]",
-        "config.VCF.CLUSTERFIT.ASSIGN_TEST=true", "config.DATA.TEST.DATA_LIMIT=50",
+        "config.VCF.CLUSTERFIT.ASSIGN_TEST=true",
+        "config.DATA.TEST.DATA_LIMIT=50",
     )
     meta = ch.cluster_dataset(cfg)
     assert meta["feature_dim"] == 128 + 64  # res5 (128) + res4 (64), avg-pooled
-    test_labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit_test")["labels"])
+    test_labels = np.load(
+        label_paths(ch.clusterfit_output_dir(cfg), "clusterfit_test")["labels"]
+    )
     assert test_labels.shape == (50,) and test_labels.max() < 6
 
 
@@ -182,16 +237,25 @@ def test_rank_batches_partition_the_dataset():
 
 def test_contiguous_rank_batches_cover_the_dataset_in_rank_order():
     for world in (1, 2, 3, 4):
-        parts = [fx.rank_batches(103, 10, r, world, contiguous=True) for r in range(world)]
+        parts = [
+            fx.rank_batches(103, 10, r, world, contiguous=True) for r in range(world)
+        ]
         flat = np.concatenate([np.concatenate(p) for p in parts if p])
-        np.testing.assert_array_equal(flat, np.arange(103))  # rank 0's rows, then rank 1's...
+        np.testing.assert_array_equal(
+            flat, np.arange(103)
+        )  # rank 0's rows, then rank 1's...
         assert all(p for p in parts)  # 11 batches: every rank gets one
         assert all(b[0] % 10 == 0 for p in parts for b in p)  # the same global batches
 
 
 def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
-    cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
-                  "config.VCF.CLUSTERFIT.PCA_DIM=16")
+    cfg = ncf_cfg(
+        idx_dir,
+        tmp_path,
+        npre,
+        "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
+        "config.VCF.CLUSTERFIT.PCA_DIM=16",
+    )
     meta = ch.cluster_dataset(cfg)
     labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["labels"])
     assert labels.shape == (120,) and sorted(np.unique(labels)) == list(range(6))
@@ -201,8 +265,14 @@ def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
 
 def test_bad_kmeans_backend(idx_dir, npre, tmp_path):
     with pytest.raises(ValueError, match="KMEANS_BACKEND=spark is not supported"):
-        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=spark"))
-    assert not os.path.exists(ch.clusterfit_output_dir(ncf_cfg(idx_dir, tmp_path, npre)))
+        ch.cluster_dataset(
+            ncf_cfg(
+                idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=spark"
+            )
+        )
+    assert not os.path.exists(
+        ch.clusterfit_output_dir(ncf_cfg(idx_dir, tmp_path, npre))
+    )
 
 
 def test_pooling():
@@ -215,6 +285,10 @@ def test_pooling():
 def test_distill_writes_teacher_logits(idx_dir, npre, tmp_path):
     cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.DISTILL=true")
     meta = ch.cluster_dataset(cfg)
-    logits = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["teacher_logits"])
-    assert logits.shape == (120, 4) and np.isfinite(logits).all()  # RotNet head: 4 rotations
+    logits = np.load(
+        label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["teacher_logits"]
+    )
+    assert (
+        logits.shape == (120, 4) and np.isfinite(logits).all()
+    )  # RotNet head: 4 rotations
     assert meta["settings"]["distill"] is True

@@ -13,9 +13,14 @@ from vissl_clusterfit.launcher import compose_config
 
 def dc_cfg(tmp_path, idx_dir, *extra):
     _, cfg = compose_config(
-        ["config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu", f"config.CHECKPOINT.DIR={tmp_path}",
-         "config.DATA.TRAIN.DATA_LIMIT=90", "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=6",
-         *data_overrides(idx_dir, train_labels=False), *extra],
+        [
+            "config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={tmp_path}",
+            "config.DATA.TRAIN.DATA_LIMIT=90",
+            "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=6",
+            *data_overrides(idx_dir, train_labels=False),
+            *extra,
+        ],
         dump_config=False,
     )
     return cfg
@@ -28,7 +33,9 @@ class _Task:
         from vissl.models import build_model
 
         self.base_model = build_model(cfg.MODEL, cfg.OPTIMIZER)
-        self.optimizer = torch.optim.SGD(self.base_model.parameters(), lr=0.1, momentum=0.9)
+        self.optimizer = torch.optim.SGD(
+            self.base_model.parameters(), lr=0.1, momentum=0.9
+        )
         loss = sum(o.sum() for o in self.base_model(torch.randn(2, 3, 28, 28)))
         loss.backward()
         self.optimizer.step()  # creates momentum buffers for every parameter
@@ -60,19 +67,25 @@ def test_cluster_round_records_metrics(tmp_path, idx_dir, algorithm):
 
     hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
     rng = np.random.RandomState(0)
-    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(np.float32)
+    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(
+        np.float32
+    )
     labels = hook._cluster(feats, epoch=0, t_extract=0.0)
     assert labels.shape == (90,) and labels.min() >= 0
     hook.state["labels"] = labels
     hook._cluster(feats, epoch=1, t_extract=0.0)
-    rounds = [json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))]
+    rounds = [
+        json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))
+    ]
     assert len(rounds) == 2 and "nmi" in rounds[0] and "nmi_previous" in rounds[1]
     assert rounds[0]["algorithm"] == algorithm
 
 
 def test_bad_algorithm(tmp_path, idx_dir):
     with pytest.raises(ValueError, match="ALGORITHM=spectral"):
-        DeepClusterHook(dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.ALGORITHM=spectral"))
+        DeepClusterHook(
+            dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.ALGORITHM=spectral")
+        )
 
 
 def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
@@ -82,11 +95,23 @@ def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
 
     hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
     rng = np.random.RandomState(0)
-    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(np.float32)
+    feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(
+        np.float32
+    )
     labels = hook._cluster_sharded(feats, epoch=0, t_extract=0.0)
     assert labels.shape == (90,) and len(np.unique(labels)) == 6
-    rounds = [json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))]
+    rounds = [
+        json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))
+    ]
     assert rounds[0]["algorithm"] == "distributed kmeans"
-    with pytest.raises(ValueError, match="supports ALGORITHM=kmeans without DEEPER only"):
-        DeepClusterHook(dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed",
-                               "config.VCF.DEEPCLUSTER.ALGORITHM=pic"))
+    with pytest.raises(
+        ValueError, match="supports ALGORITHM=kmeans without DEEPER only"
+    ):
+        DeepClusterHook(
+            dc_cfg(
+                tmp_path,
+                idx_dir,
+                "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed",
+                "config.VCF.DEEPCLUSTER.ALGORITHM=pic",
+            )
+        )

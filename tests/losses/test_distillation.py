@@ -40,13 +40,21 @@ def test_registered_loss_looks_up_teacher_by_sample_index(tmp_path):
 
     teacher = np.random.RandomState(0).randn(10, 4).astype(np.float32)
     path = tmp_path / "t_teacher_logits.npy"
-    loss = build_loss({"name": "vcf_distillation_loss", "teacher_logits_file": str(path), "temperature": 2.0})
+    loss = build_loss(
+        {
+            "name": "vcf_distillation_loss",
+            "teacher_logits_file": str(path),
+            "temperature": 2.0,
+        }
+    )
     student = torch.randn(3, 4)
     idx = torch.tensor([7, 0, 3])
     with pytest.raises(FileNotFoundError, match="DISTILL=true"):
         loss([student], [idx])
     np.save(path, teacher)
     got = loss([student], [idx]).item()
-    assert got == pytest.approx(reference(student, torch.from_numpy(teacher[[7, 0, 3]]), 2.0), rel=1e-5)
+    assert got == pytest.approx(
+        reference(student, torch.from_numpy(teacher[[7, 0, 3]]), 2.0), rel=1e-5
+    )
     with pytest.raises(ValueError, match="sample index 12"):
         loss(student, torch.tensor([12]))

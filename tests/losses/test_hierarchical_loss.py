@@ -68,7 +68,10 @@ def test_no_ignore_is_eq5_mean_over_batch():
         for i in range(len(st))
     ]
     got = HierarchicalCriterion()(sup, sub, st, zt).item()
-    assert got == pytest.approx(sum(per_sample) / len(per_sample), rel=1e-10), (got, per_sample)
+    assert got == pytest.approx(sum(per_sample) / len(per_sample), rel=1e-10), (
+        got,
+        per_sample,
+    )
 
 
 def test_list_of_sub_heads_equals_stacked():
@@ -190,7 +193,9 @@ def test_registered_loss_equals_criterion_on_head_contract():
 
 
 def test_registered_loss_config_and_shape_errors():
-    with pytest.raises(ValueError, match="config.LOSS.vcf_hierarchical_loss.num_sub_classes"):
+    with pytest.raises(
+        ValueError, match="config.LOSS.vcf_hierarchical_loss.num_sub_classes"
+    ):
         build_loss(AttrDict({"name": "vcf_hierarchical_loss", "num_super_classes": 8}))
     loss = _vissl_loss(8, 5)
     sup, sub, st, zt = _random_batch(ignore=False)

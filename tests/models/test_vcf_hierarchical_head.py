@@ -15,6 +15,7 @@ from vissl_clusterfit.losses.hierarchical_criterion import (
 )
 from vissl_clusterfit.models.heads.vcf_hierarchical_head import VcfHierarchicalHead
 
+
 S, K, D = 8, 5, 16
 MODEL_CFG = AttrDict({"HEAD": {"PARAMS_MULTIPLIER": 1.0}})
 

@@ -1,13 +1,20 @@
 import pytest
 import torch
 from vissl.config import AttrDict
+from vissl.models.trunks import get_model_trunk
 
 import vissl_clusterfit  # noqa: F401
-from vissl.models.trunks import get_model_trunk
 
 
 def _trunk(depth=18, width=8, sobel=False):
-    cfg = AttrDict({"TRUNK": {"NAME": "vcf_resnet", "VCF_RESNET": {"DEPTH": depth, "WIDTH": width, "SOBEL": sobel}}})
+    cfg = AttrDict(
+        {
+            "TRUNK": {
+                "NAME": "vcf_resnet",
+                "VCF_RESNET": {"DEPTH": depth, "WIDTH": width, "SOBEL": sobel},
+            }
+        }
+    )
     return get_model_trunk("vcf_resnet")(cfg, "vcf_resnet").eval()
 
 
@@ -17,8 +24,16 @@ def test_feature_names_and_shapes_match_vissl_resnet():
     assert list(trunk.feat_eval_mapping) == names
     outs = trunk(torch.randn(2, 3, 28, 28), out_feat_keys=names)
     shapes = [tuple(o.shape) for o in outs]
-    assert shapes == [(2, 8, 28, 28), (2, 8, 28, 28), (2, 8, 28, 28), (2, 16, 14, 14),
-                      (2, 32, 7, 7), (2, 64, 4, 4), (2, 64, 1, 1), (2, 64)], shapes
+    assert shapes == [
+        (2, 8, 28, 28),
+        (2, 8, 28, 28),
+        (2, 8, 28, 28),
+        (2, 16, 14, 14),
+        (2, 32, 7, 7),
+        (2, 64, 4, 4),
+        (2, 64, 1, 1),
+        (2, 64),
+    ], shapes
     assert tuple(trunk(torch.randn(2, 3, 28, 28))[0].shape) == (2, 64)
 
 

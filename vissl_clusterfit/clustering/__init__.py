@@ -22,6 +22,7 @@ from .preprocess import (
 )
 from .sharded import ShardedClustering, fit_pca_sharded, gather_rows, sharded_kmeans
 
+
 __all__ = [
     "KMeansResult",
     "PCAWhitening",

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from .kmeans import KMeansResult
 
+
 __all__ = ["distributed_kmeans"]
 
 logger = logging.getLogger(__name__)
@@ -113,15 +114,15 @@ def _assign(
     m = min(_N_CANDIDATES, k)
     rows = _rows_per_block(max(k, m * x.shape[1]), batch_size)
     for start in range(0, n, rows):
-        block = x[start:start + rows]
+        block = x[start : start + rows]
         scores = c32_sqnorm.unsqueeze(0) - 2.0 * (block.to(torch.float32) @ c32.T)
         cand = torch.topk(scores, m, dim=1, largest=False).indices
         cand, _ = torch.sort(cand, dim=1)
         diff = block.to(torch.float64).unsqueeze(1) - centroids[cand]
         exact = (diff * diff).sum(dim=2)
         best = torch.argmin(exact, dim=1, keepdim=True)
-        labels[start:start + rows] = cand.gather(1, best).squeeze(1)
-        distances[start:start + rows] = exact.gather(1, best).squeeze(1)
+        labels[start : start + rows] = cand.gather(1, best).squeeze(1)
+        distances[start : start + rows] = exact.gather(1, best).squeeze(1)
     return labels, distances
 
 
@@ -133,17 +134,21 @@ def _local_stats(
     sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
     rows = _rows_per_block(x.shape[1])
     for start in range(0, x.shape[0], rows):
-        sums.index_add_(0, labels[start:start + rows], x[start:start + rows].to(torch.float64))
+        sums.index_add_(
+            0, labels[start : start + rows], x[start : start + rows].to(torch.float64)
+        )
     return counts, sums
 
 
-def _sqdist_rows(x: torch.Tensor, rows: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+def _sqdist_rows(
+    x: torch.Tensor, rows: torch.Tensor, point: torch.Tensor
+) -> torch.Tensor:
     """float64 squared distances from ``x[rows]`` to ``point``, in blocks."""
     out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
     step = _rows_per_block(x.shape[1])
     for start in range(0, rows.numel(), step):
-        diff = x[rows[start:start + step]].to(torch.float64) - point
-        out[start:start + step] = (diff * diff).sum(dim=1)
+        diff = x[rows[start : start + step]].to(torch.float64) - point
+        out[start : start + step] = (diff * diff).sum(dim=1)
     return out
 
 
@@ -154,8 +159,8 @@ def _project_rows(
     out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
     step = _rows_per_block(x.shape[1])
     for start in range(0, rows.numel(), step):
-        block = x[rows[start:start + step]].to(torch.float64)
-        out[start:start + step] = (block - origin) @ direction
+        block = x[rows[start : start + step]].to(torch.float64)
+        out[start : start + step] = (block - origin) @ direction
     return out
 
 
@@ -224,7 +229,9 @@ def _split_cluster(
         n_moved = float(comm.all_reduce_sum(n_moved_t)[0])
     if n_moved < 1 or n_moved > n_source - 1:
         # Identical members (or rounding at the hyperplane): split by global order.
-        per_rank = comm.all_gather(torch.tensor([members.numel()], dtype=torch.int64)).squeeze(1)
+        per_rank = comm.all_gather(
+            torch.tensor([members.numel()], dtype=torch.int64)
+        ).squeeze(1)
         first_pos = int(per_rank[: comm.rank].sum())
         keep = int(n_source) // 2
         positions = first_pos + torch.arange(members.numel(), device=x.device)
@@ -235,7 +242,7 @@ def _split_cluster(
     moved[0] = float(move.numel())
     step = _rows_per_block(x.shape[1])
     for start in range(0, move.numel(), step):
-        moved[1:] += x[move[start:start + step]].to(torch.float64).sum(dim=0)
+        moved[1:] += x[move[start : start + step]].to(torch.float64).sum(dim=0)
     moved = comm.all_reduce_sum(moved)
     counts[target] = moved[0]
     sums[target] = moved[1:]
@@ -279,8 +286,16 @@ def _reseed_empty_clusters(
         # argmax returns the first maximum: ties go to the lowest index on every rank.
         source = int(torch.argmax(counts))
         _split_cluster(
-            x, labels, centroids, counts, sums, comm, row_offset,
-            source=source, target=int(empty[0]), distances=distances,
+            x,
+            labels,
+            centroids,
+            counts,
+            sums,
+            comm,
+            row_offset,
+            source=source,
+            target=int(empty[0]),
+            distances=distances,
         )
         n_reseeded += 1
 
@@ -303,7 +318,10 @@ def _to_tensor(
             f"x_local must be a numpy array or a torch tensor, got {type(x_local).__name__}"
         )
     if not x.is_floating_point():
-        return None, f"x_local must be floating point, got dtype {x.dtype}; convert it to float32"
+        return (
+            None,
+            f"x_local must be floating point, got dtype {x.dtype}; convert it to float32",
+        )
     if x.dim() != 2:
         return None, (
             f"x_local must be 2-D (num_local_samples, feature_dim), got shape {tuple(x.shape)}"
@@ -314,7 +332,7 @@ def _to_tensor(
     bad_rows = 0
     first_bad = -1
     for start in range(0, x.shape[0], rows):
-        bad = ~torch.isfinite(x[start:start + rows]).all(dim=1)
+        bad = ~torch.isfinite(x[start : start + rows]).all(dim=1)
         if bool(bad.any()):
             if first_bad < 0:
                 first_bad = start + int(torch.nonzero(bad)[0])
@@ -347,7 +365,9 @@ def _initial_centroids(
                 f"init_centroids has shape {init.shape}, expected (K={k}, D={d})"
             )
         if not np.isfinite(init).all():
-            raise ValueError("init_centroids contain NaN or inf values; pass finite centroids")
+            raise ValueError(
+                "init_centroids contain NaN or inf values; pass finite centroids"
+            )
         # Zero-padded sum = rank 0's copy everywhere, in case ranks disagree in the last bits.
         if comm.rank == 0:
             buf.copy_(torch.from_numpy(init.astype(np.float64)))
@@ -355,7 +375,9 @@ def _initial_centroids(
     # Row ids are drawn in the global index space, so the initialisation
     # (hence the whole run) does not depend on how the data is sharded.
     global_ids = np.random.default_rng(seed).choice(total, size=k, replace=False)
-    mine = np.nonzero((global_ids >= row_offset) & (global_ids < row_offset + x.shape[0]))[0]
+    mine = np.nonzero(
+        (global_ids >= row_offset) & (global_ids < row_offset + x.shape[0])
+    )[0]
     if mine.size:
         local_rows = torch.from_numpy(global_ids[mine] - row_offset).to(x.device)
         buf[torch.from_numpy(mine).to(x.device)] = x[local_rows].to(torch.float64)
@@ -451,7 +473,7 @@ def distributed_kmeans(
         changed_t = torch.tensor([changed], dtype=torch.float64, device=x.device)
         stats = comm.all_reduce_sum(torch.cat([counts, sums.flatten(), changed_t]))
         counts = stats[:k].clone()
-        sums = stats[k:k + k * x.shape[1]].view(k, x.shape[1]).clone()
+        sums = stats[k : k + k * x.shape[1]].view(k, x.shape[1]).clone()
         converged = labels is not None and float(stats[-1]) == 0.0
         labels = new_labels
         if iterations == niter or converged:
@@ -469,7 +491,8 @@ def distributed_kmeans(
     objective = comm.all_reduce_sum(distances.sum().reshape(1))
     if in_loop_reseeds:
         logger.debug(
-            "distributed_kmeans re-seeded %d empty clusters during the iterations", in_loop_reseeds
+            "distributed_kmeans re-seeded %d empty clusters during the iterations",
+            in_loop_reseeds,
         )
     return KMeansResult(
         centroids=centroids.to(torch.float32).cpu().numpy(),

@@ -5,6 +5,7 @@ group. With the 4 rotations this gives the 4m super-classes and the k sub-classe
 Eq. 5. Groups smaller than k get as many sub-clusters as they have points (the unused
 sub-class ids stay empty), so every point gets a valid (group, sub) pair.
 """
+
 from typing import Tuple
 
 import numpy as np

@@ -16,6 +16,7 @@ import numpy as np
 
 from .preprocess import check_finite
 
+
 __all__ = ["KMeansResult", "run_kmeans", "assign_to_centroids"]
 
 
@@ -111,9 +112,9 @@ def assign_to_centroids(
     labels = np.empty(x.shape[0], dtype=np.int64)
     distances = np.empty(x.shape[0], dtype=np.float32)
     for start in range(0, x.shape[0], batch_size):
-        dist, idx = index.search(x[start:start + batch_size], 1)
-        labels[start:start + batch_size] = idx[:, 0]
-        distances[start:start + batch_size] = dist[:, 0]
+        dist, idx = index.search(x[start : start + batch_size], 1)
+        labels[start : start + batch_size] = idx[:, 0]
+        distances[start : start + batch_size] = dist[:, 0]
     # ||x||^2 - 2<x,c> + ||c||^2 can round slightly below zero for x == c.
     np.maximum(distances, 0.0, out=distances)
     return labels, distances
@@ -162,8 +163,14 @@ def _fix_empty_clusters(
     cent_t = torch.from_numpy(centroids.astype(np.float64))
     counts_t, sums_t = _local_stats(xt, labels_t, k)
     n_reseeded = _reseed_empty_clusters(
-        xt, labels_t, cent_t, counts_t, sums_t, _Comm(None, single_process=True),
-        row_offset=0, distances=dist_t,
+        xt,
+        labels_t,
+        cent_t,
+        counts_t,
+        sums_t,
+        _Comm(None, single_process=True),
+        row_offset=0,
+        distances=dist_t,
     )
     return (
         cent_t.numpy().astype(np.float32),
@@ -222,9 +229,13 @@ def run_kmeans(
     if niter < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     if max_points_per_centroid < 1:
-        raise ValueError(f"max_points_per_centroid must be >= 1, got {max_points_per_centroid}")
+        raise ValueError(
+            f"max_points_per_centroid must be >= 1, got {max_points_per_centroid}"
+        )
     if min_points_per_centroid < 0:
-        raise ValueError(f"min_points_per_centroid must be >= 0, got {min_points_per_centroid}")
+        raise ValueError(
+            f"min_points_per_centroid must be >= 0, got {min_points_per_centroid}"
+        )
     if int(nredo) != nredo or nredo < 1:
         raise ValueError(f"nredo must be a positive integer, got {nredo!r}")
     gpu = _resolve_use_gpu(use_gpu)

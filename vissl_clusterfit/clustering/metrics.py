@@ -14,15 +14,20 @@ from typing import Dict, Optional
 import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
+
 __all__ = ["cluster_sizes", "num_empty", "nmi", "ami", "purity", "cluster_metrics"]
 
 
 def _as_labels(labels: np.ndarray, name: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of cluster ids, got shape {labels.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of cluster ids, got shape {labels.shape}"
+        )
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer cluster ids, got dtype {labels.dtype}")
+        raise ValueError(
+            f"{name} must hold integer cluster ids, got dtype {labels.dtype}"
+        )
     return labels
 
 
@@ -78,7 +83,9 @@ def purity(labels: np.ndarray, truth: np.ndarray) -> float:
     truth = _as_labels(truth, "truth")
     _same_length(labels, truth, "labels", "truth")
     if labels.size == 0:
-        raise ValueError("purity of an empty labelling is undefined; pass at least one sample")
+        raise ValueError(
+            "purity of an empty labelling is undefined; pass at least one sample"
+        )
     _, cluster_ids = np.unique(labels, return_inverse=True)
     _, class_ids = np.unique(truth, return_inverse=True)
     n_classes = int(class_ids.max()) + 1

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from .kmeans import _validate_features
 
+
 __all__ = ["make_knn_graph", "run_pic"]
 
 
@@ -57,7 +58,9 @@ def make_knn_graph(x: np.ndarray, n_neighbors: int) -> Tuple[np.ndarray, np.ndar
     is_self[no_self, -1] = True
     keep = ~is_self
     indices = indices[keep].reshape(n, n_neighbors).astype(np.int64)
-    distances = np.maximum(distances[keep].reshape(n, n_neighbors), 0.0).astype(np.float32)
+    distances = np.maximum(distances[keep].reshape(n, n_neighbors), 0.0).astype(
+        np.float32
+    )
     return indices, distances
 
 
@@ -150,11 +153,14 @@ def run_pic(
     both_rows = np.concatenate([rows, cols])
     both_cols = np.concatenate([cols, rows])
     w = sp.csr_matrix(
-        (np.concatenate([weights.ravel(), weights.ravel()]), (both_rows, both_cols)), shape=(n, n)
+        (np.concatenate([weights.ravel(), weights.ravel()]), (both_rows, both_cols)),
+        shape=(n, n),
     )
     # Graph structure kept separately: an underflowed weight is still an edge
     # along which a node may climb.
-    structure = sp.csr_matrix((np.ones(both_rows.size), (both_rows, both_cols)), shape=(n, n))
+    structure = sp.csr_matrix(
+        (np.ones(both_rows.size), (both_rows, both_cols)), shape=(n, n)
+    )
 
     # Power iteration on W itself, not on the row-normalised walk D^-1 W (the
     # DeepCluster reference does the same). The normalised walk converges to

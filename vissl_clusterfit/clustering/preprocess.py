@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+
 __all__ = [
     "VALID_ORDERS",
     "check_finite",
@@ -67,7 +68,7 @@ def check_finite(x: np.ndarray, name: str = "features") -> None:
     n_bad = 0
     first_bad = -1
     for start in range(0, x.shape[0], _CHUNK_ROWS):
-        chunk = x[start:start + _CHUNK_ROWS]
+        chunk = x[start : start + _CHUNK_ROWS]
         bad_rows = ~np.isfinite(chunk).all(axis=1)
         count = int(bad_rows.sum())
         if count and first_bad < 0:
@@ -113,7 +114,7 @@ def l2_normalize(
             f"{out.dtype} {out.shape}"
         )
     for start in range(0, x.shape[0], _CHUNK_ROWS):
-        chunk = x[start:start + _CHUNK_ROWS]
+        chunk = x[start : start + _CHUNK_ROWS]
         # Norms accumulated in float64 (float32 sums of squares lose ~3 digits for
         # 4096-d rows) without a float64 copy of the chunk: einsum casts in small
         # buffers. The scaling then writes straight into ``out``, so the only N x D
@@ -121,7 +122,12 @@ def l2_normalize(
         # dividing in float64.
         norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64))
         scale = (1.0 / np.maximum(norms, eps)).astype(np.float32)
-        np.multiply(chunk, scale[:, None], out=out[start:start + _CHUNK_ROWS], casting="unsafe")
+        np.multiply(
+            chunk,
+            scale[:, None],
+            out=out[start : start + _CHUNK_ROWS],
+            casting="unsafe",
+        )
     return out
 
 
@@ -129,7 +135,7 @@ def row_sum(x: np.ndarray) -> np.ndarray:
     """Float64 sum of the rows of ``x`` (D,), chunk by chunk."""
     out = np.zeros(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
-        out += x[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+        out += x[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
     return out
 
 
@@ -137,7 +143,7 @@ def scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Float64 scatter matrix sum_i (x_i - mean)(x_i - mean)^T (D, D), chunk by chunk."""
     out = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
-        centered = x[start:start + _CHUNK_ROWS].astype(np.float64) - mean
+        centered = x[start : start + _CHUNK_ROWS].astype(np.float64) - mean
         out += centered.T @ centered
     return out
 
@@ -200,7 +206,9 @@ class PCAWhitening:
         x = _as_2d(x, "features")
         check_finite(x)
         if sample_size < 0:
-            raise ValueError(f"sample_size must be >= 0 (0 = use all rows), got {sample_size}")
+            raise ValueError(
+                f"sample_size must be >= 0 (0 = use all rows), got {sample_size}"
+            )
         if 0 < sample_size < x.shape[0]:
             rng = np.random.default_rng(seed)
             # Sorted so the accumulation order, hence the rounding, only depends on the sample.
@@ -261,7 +269,9 @@ class PCAWhitening:
             ValueError: if not fitted or the feature dimension differs.
         """
         if not self.is_fitted:
-            raise ValueError("PCAWhitening.transform called before fit(); call fit(x) first")
+            raise ValueError(
+                "PCAWhitening.transform called before fit(); call fit(x) first"
+            )
         assert self.mean is not None and self.projection is not None
         x = _as_2d(x, "features")
         if x.shape[1] != self.mean.shape[0]:
@@ -271,14 +281,16 @@ class PCAWhitening:
             )
         out = np.empty((x.shape[0], self.dim), dtype=np.float32)
         for start in range(0, x.shape[0], _CHUNK_ROWS):
-            chunk = x[start:start + _CHUNK_ROWS].astype(np.float64) - self.mean
-            out[start:start + _CHUNK_ROWS] = chunk @ self.projection
+            chunk = x[start : start + _CHUNK_ROWS].astype(np.float64) - self.mean
+            out[start : start + _CHUNK_ROWS] = chunk @ self.projection
         return out
 
     def state_dict(self) -> Dict[str, Any]:
         """Return everything needed to rebuild the transform (numpy arrays + scalars)."""
         if not self.is_fitted:
-            raise ValueError("PCAWhitening.state_dict called before fit(); call fit(x) first")
+            raise ValueError(
+                "PCAWhitening.state_dict called before fit(); call fit(x) first"
+            )
         assert self.mean is not None and self.projection is not None
         assert self.eigenvalues is not None
         return {
@@ -299,7 +311,9 @@ class PCAWhitening:
                 f"PCA state dict is missing keys {sorted(missing)}; it must come from "
                 "PCAWhitening.state_dict()"
             )
-        pca = cls(int(state["dim"]), whiten=bool(state["whiten"]), eps=float(state["eps"]))
+        pca = cls(
+            int(state["dim"]), whiten=bool(state["whiten"]), eps=float(state["eps"])
+        )
         mean = np.asarray(state["mean"], dtype=np.float64)
         projection = np.asarray(state["projection"], dtype=np.float64)
         if projection.shape != (mean.shape[0], pca.dim):
@@ -399,7 +413,9 @@ def apply_preprocessing(
     x = _as_2d(x, "features")
     check_finite(x)
     if pca is not None and not pca.is_fitted:
-        raise ValueError("apply_preprocessing got an unfitted PCAWhitening; fit it first")
+        raise ValueError(
+            "apply_preprocessing got an unfitted PCAWhitening; fit it first"
+        )
     # Without PCA, L2 twice equals L2 once: skip the first pass over the data.
     if order == "l2_pca" and l2_norm and pca is not None:
         x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)

@@ -39,6 +39,7 @@ from .preprocess import (
     scatter,
 )
 
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ShardedClustering", "fit_pca_sharded", "gather_rows", "sharded_kmeans"]
@@ -75,7 +76,11 @@ def _check_shards(x_local: np.ndarray, comm: _Comm) -> List[int]:
             logger.error(f"rank {comm.rank}: {e}")
     info = comm.all_gather(
         torch.tensor(
-            [x_local.shape[0] if ok else -1, x_local.shape[1] if ok else -1, int(ok and finite)],
+            [
+                x_local.shape[0] if ok else -1,
+                x_local.shape[1] if ok else -1,
+                int(ok and finite),
+            ],
             dtype=torch.int64,
         )
     )
@@ -110,19 +115,28 @@ def fit_pca_sharded(
     order, as :meth:`PCAWhitening.fit` draws them from the concatenated array.
     """
     comm = _Comm(process_group)
-    return _fit_pca(x_local, _check_shards(x_local, comm), comm, dim, whiten, sample_size, seed)
+    return _fit_pca(
+        x_local, _check_shards(x_local, comm), comm, dim, whiten, sample_size, seed
+    )
 
 
 def _fit_pca(
-    x_local: np.ndarray, sizes: List[int], comm: _Comm, dim: int, whiten: bool,
-    sample_size: int, seed: int,
+    x_local: np.ndarray,
+    sizes: List[int],
+    comm: _Comm,
+    dim: int,
+    whiten: bool,
+    sample_size: int,
+    seed: int,
 ) -> PCAWhitening:
     """:func:`fit_pca_sharded` on shards already validated (``sizes``: rows per rank)."""
     total, offset = sum(sizes), sum(sizes[: comm.rank])
     x = x_local
     n_fit = total
     if 0 < sample_size < total:
-        rows = np.sort(np.random.default_rng(seed).choice(total, size=sample_size, replace=False))
+        rows = np.sort(
+            np.random.default_rng(seed).choice(total, size=sample_size, replace=False)
+        )
         mine = rows[(rows >= offset) & (rows < offset + x.shape[0])] - offset
         x = x_local[mine]
         n_fit = sample_size
@@ -191,7 +205,10 @@ def sharded_kmeans(
 def gather_rows(local: np.ndarray, dst: int = 0) -> Optional[np.ndarray]:
     """Concatenate every rank's ``local`` rows in rank order on rank ``dst`` (None on
     the others; ``local`` itself without ``torch.distributed``)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if (
+        not (dist.is_available() and dist.is_initialized())
+        or dist.get_world_size() == 1
+    ):
         return local
     gathered: Optional[List[np.ndarray]] = (
         [None] * dist.get_world_size() if dist.get_rank() == dst else None  # type: ignore

@@ -2,11 +2,17 @@
 
 VISSL has no decorator for data sources: they go into ``vissl.data.DATASET_SOURCE_MAP``.
 """
+
 from vissl.data import DATASET_SOURCE_MAP
 
-from vissl_clusterfit.data import jigsaw_permutations, label_sources, rotation_cluster_collator  # noqa: F401
+from vissl_clusterfit.data import (  # noqa: F401
+    jigsaw_permutations,
+    label_sources,
+    rotation_cluster_collator,
+)
 from vissl_clusterfit.data.digits import DigitsSource
 from vissl_clusterfit.data.fashion_mnist import FashionMNISTSource
+
 
 DATA_SOURCES = {"vcf_fashion_mnist": FashionMNISTSource, "vcf_digits": DigitsSource}
 

@@ -10,6 +10,7 @@ kept in dataset order), ``SEED: -1`` takes the first N. ``SKIP_NUM_SAMPLES`` ski
 many candidates first, as in VISSL. The subset is applied here, so labels, cluster label
 files and features all index the same ``[0, len)`` range.
 """
+
 from typing import Any, List, Tuple
 
 import numpy as np
@@ -17,9 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 
-def select_subset(
-    total: int, limit: int, seed: int = 0, skip: int = 0
-) -> np.ndarray:
+def select_subset(total: int, limit: int, seed: int = 0, skip: int = 0) -> np.ndarray:
     """Indices of the subset: all when ``limit < 0``; the first ``limit`` (after
     ``skip``) when ``seed < 0``; else a seeded random choice, sorted."""
     if limit < 0:

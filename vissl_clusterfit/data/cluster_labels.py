@@ -17,6 +17,7 @@ Every file is written to a temporary name and renamed (atomic on POSIX), so a ru
 while writing leaves either the old complete set or no meta file, never a half file that
 looks complete.
 """
+
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
+
 
 META_SUFFIX = "_meta.json"
 
@@ -126,7 +128,9 @@ def load_cluster_labels(
     try:
         labels = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise ValueError(f"cluster label file {path} is unreadable ({e}): delete it and re-run")
+        raise ValueError(
+            f"cluster label file {path} is unreadable ({e}): delete it and re-run"
+        )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"cluster label file {path} must hold a 1-D integer array, got "
@@ -138,7 +142,11 @@ def load_cluster_labels(
             f"{expected_len} samples: it was made for another dataset or DATA_LIMIT. "
             "Delete it to re-cluster, or point LABEL_PATHS at the matching file"
         )
-    meta_path = path[: -len("_labels.npy")] + META_SUFFIX if path.endswith("_labels.npy") else ""
+    meta_path = (
+        path[: -len("_labels.npy")] + META_SUFFIX
+        if path.endswith("_labels.npy")
+        else ""
+    )
     k = None
     if meta_path and os.path.isfile(meta_path):
         with open(meta_path) as f:

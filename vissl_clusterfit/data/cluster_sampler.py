@@ -90,7 +90,9 @@ class UniformClusterSampler(Sampler):
             )
         valid = np.flatnonzero(labels >= 0)
         if valid.size == 0:
-            raise ValueError("labels has no sample with a cluster id >= 0; nothing to sample from")
+            raise ValueError(
+                "labels has no sample with a cluster id >= 0; nothing to sample from"
+            )
         # one stable sort groups every cluster's members contiguously: O(N log N) once per
         # clustering instead of one O(N) scan per cluster
         order = valid[np.argsort(labels[valid], kind="stable")]
@@ -98,7 +100,9 @@ class UniformClusterSampler(Sampler):
         self._clusters: List[np.ndarray] = np.split(order, starts[1:])
         self.labels = labels
         self.num_samples = int(self._requested_num_samples or len(labels))
-        self.total_size = math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+        self.total_size = (
+            math.ceil(self.num_samples / self.num_replicas) * self.num_replicas
+        )
 
     @property
     def num_nonempty_clusters(self) -> int:

@@ -6,6 +6,7 @@ The data has no official split: we take a stratified, seeded 70/30 split
 are scaled to 0..255. ``DATA_PATHS`` is required by VISSL's catalog logic but ignored:
 use ``[sklearn]``.
 """
+
 from typing import Tuple
 
 import numpy as np

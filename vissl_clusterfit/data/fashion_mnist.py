@@ -9,6 +9,7 @@ Config::
     LABEL_SOURCES: [vcf_fashion_mnist]                 # optional: the class labels
     DATASET_NAMES: [fashion_mnist]
 """
+
 import gzip
 import os
 from typing import Tuple
@@ -16,6 +17,7 @@ from typing import Tuple
 import numpy as np
 
 from vissl_clusterfit.data.array_source import ArrayImageSource
+
 
 DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
 _FILES = {
@@ -47,7 +49,9 @@ def read_idx(path: str) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"Fashion-MNIST file {path} is unreadable ({e}): {_HOW_TO_GET}")
+        raise ValueError(
+            f"Fashion-MNIST file {path} is unreadable ({e}): {_HOW_TO_GET}"
+        )
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(
             f"Fashion-MNIST file {path} is not a uint8 IDX file (bad magic number): "
@@ -72,7 +76,9 @@ def load_fashion_mnist(path: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     if split not in _FILES:
         raise ValueError(f"Fashion-MNIST has splits train and test, not '{split}'")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"Fashion-MNIST folder {path} does not exist: {_HOW_TO_GET}")
+        raise FileNotFoundError(
+            f"Fashion-MNIST folder {path} does not exist: {_HOW_TO_GET}"
+        )
     image_file, label_file = (_find(path, stem) for stem in _FILES[split])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

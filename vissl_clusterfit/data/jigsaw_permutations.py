@@ -7,6 +7,7 @@ a random permutation, then repeatedly add the candidate whose minimum distance t
 chosen set is largest. This is that greedy ("max-min") selection over all 9! candidates,
 vectorised with numpy and seeded, so every process builds the same set without a file.
 """
+
 import itertools
 from typing import Any, Dict
 
@@ -15,12 +16,18 @@ from classy_vision.dataset.transforms import register_transform
 from vissl.data.ssl_transforms.shuffle_img_patches import ShuffleImgPatches
 
 
-def generate_permutations(num_perms: int, num_patches: int = 9, seed: int = 0) -> np.ndarray:
+def generate_permutations(
+    num_perms: int, num_patches: int = 9, seed: int = 0
+) -> np.ndarray:
     """``(num_perms, num_patches)`` int64 permutations of ``range(num_patches)`` with a
     large minimum pairwise Hamming distance; deterministic for a seed."""
     if num_patches > 10:
-        raise ValueError(f"num_patches={num_patches}: at most 10 (all candidates are enumerated)")
-    candidates = np.array(list(itertools.permutations(range(num_patches))), dtype=np.int8)
+        raise ValueError(
+            f"num_patches={num_patches}: at most 10 (all candidates are enumerated)"
+        )
+    candidates = np.array(
+        list(itertools.permutations(range(num_patches))), dtype=np.int8
+    )
     if not 1 <= num_perms <= len(candidates):
         raise ValueError(f"num_perms={num_perms} must be in [1, {len(candidates)}]")
     rng = np.random.RandomState(seed)
@@ -41,7 +48,9 @@ class VcfShuffleImgPatches(ShuffleImgPatches):
     Config: ``{name: VcfShuffleImgPatches, num_perms: 100, seed: 0}`` (the label is the
     permutation index, as in VISSL)."""
 
-    def __init__(self, num_perms: int = 100, num_patches: int = 9, seed: int = 0) -> None:
+    def __init__(
+        self, num_perms: int = 100, num_patches: int = 9, seed: int = 0
+    ) -> None:
         super().__init__(perm_file="")
         self.perms = generate_permutations(num_perms, num_patches, seed)
         self.perm_loaded = True

@@ -13,12 +13,14 @@ them here; otherwise VISSL's code runs unchanged.
   ``label_objs``. With VISSL's own DATA_LIMIT subsetting (disk_filelist...), the file
   holds one label per subset position and is scattered to source indices here.
 """
+
 from typing import Any, Callable, Dict
 
 import numpy as np
 from vissl.data.ssl_dataset import GenericSSLDataset
 
 from vissl_clusterfit.data.cluster_labels import label_paths, load_cluster_labels
+
 
 CLUSTER_LABEL_SOURCE = "vcf_cluster_labels"
 
@@ -49,7 +51,9 @@ def _cluster_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
     path = cluster_label_path(dataset.cfg, dataset.split, idx)
     n = len(dataset)
     labels = load_cluster_labels(
-        path, expected_len=n, what=f"DATA.{dataset.split} ({dataset.dataset_names[idx]})"
+        path,
+        expected_len=n,
+        what=f"DATA.{dataset.split} ({dataset.dataset_names[idx]})",
     )
     if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
         # GenericSSLDataset indexes label_objs with the source index of each subset

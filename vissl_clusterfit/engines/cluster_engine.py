@@ -4,6 +4,7 @@ writes the label files to ``VCF.CLUSTERFIT.OUTPUT_DIR`` (default
 ``<CHECKPOINT.DIR>/clusterfit``) and, with ``VCF.CLUSTERFIT.ASSIGN_TEST=true``, the test
 split assigned to the train centroids. Runs on VISSL's launcher like extract_features.
 """
+
 import logging
 import os
 from typing import Any, Callable, List
@@ -31,7 +32,9 @@ class ClusterEngine(Engine):
         from vissl_clusterfit.hooks.clusterfit_hook import cluster_dataset
 
         set_env_vars(local_rank, node_id, cfg)
-        setup_logging(__name__, output_dir=checkpoint_folder, rank=int(os.environ["RANK"]))
+        setup_logging(
+            __name__, output_dir=checkpoint_folder, rank=int(os.environ["RANK"])
+        )
         add_plugin_defaults(cfg)
         # VISSL's trainer sets up torch.distributed and the device exactly as for training
         trainer = SelfSupervisionTrainer(cfg, dist_run_id)

@@ -6,6 +6,7 @@ config enables. The hook generator is a module-level function so that VISSL's
 ``torch.multiprocessing.spawn`` can pickle it; unpickling imports this package in each
 worker, which registers every component there too.
 """
+
 from typing import List
 
 from classy_vision.hooks import ClassyHook

@@ -11,6 +11,7 @@ config are reused; files made with other settings are refused.
 
 Config params: ``config.VCF.CLUSTERFIT`` (see configs/vissl_clusterfit_defaults/plugin.yaml).
 """
+
 import gc
 import logging
 import os
@@ -51,7 +52,12 @@ def npre_specs(cfg: Any) -> List[Dict[str, Any]]:
         }
     ]
     for extra in c.EXTRA_NPRE:
-        spec = {"CONFIG": "", "OVERRIDES": [], "FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
+        spec = {
+            "CONFIG": "",
+            "OVERRIDES": [],
+            "FEATURE_LAYER": c.FEATURE_LAYER,
+            "POOLING": c.POOLING,
+        }
         spec.update(dict(extra))
         specs.append(spec)
     return specs
@@ -98,7 +104,8 @@ KMEANS_BACKENDS = ("faiss", "distributed")
 def kmeans_backend(params: Any, section: str) -> str:
     """``faiss``: rank 0 gathers all features and runs faiss k-means (fast on one
     machine). ``distributed``: the features stay sharded over the ranks, PCA and Lloyd
-    k-means all-reduce statistics only (DeeperCluster Sec. 4.2), bounded memory per rank."""
+    k-means all-reduce statistics only (DeeperCluster Sec. 4.2), bounded memory per rank.
+    """
     backend = params.get("KMEANS_BACKEND", "faiss")
     if backend not in KMEANS_BACKENDS:
         raise ValueError(
@@ -125,11 +132,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _extract(cfg: Any, dataset: Any, device: torch.device, gather: bool = True) -> Optional[np.ndarray]:
+def _extract(
+    cfg: Any, dataset: Any, device: torch.device, gather: bool = True
+) -> Optional[np.ndarray]:
     specs = npre_specs(cfg)
     trunks: List[Tuple[torch.nn.Module, str, str]] = []
     for spec in specs:
-        trunk = fx.build_npre_trunk(spec["CHECKPOINT"], spec["CONFIG"], spec["OVERRIDES"])
+        trunk = fx.build_npre_trunk(
+            spec["CHECKPOINT"], spec["CONFIG"], spec["OVERRIDES"]
+        )
         fx.check_layer(trunk, spec["FEATURE_LAYER"])
         fx.pool_features(torch.zeros(1, 1, 1, 1), spec["POOLING"])  # validates the name
         trunks.append((trunk, spec["FEATURE_LAYER"], spec["POOLING"]))
@@ -146,13 +157,18 @@ def _extract(cfg: Any, dataset: Any, device: torch.device, gather: bool = True) 
     return feats
 
 
-def _teacher_logits(cfg: Any, dataset: Any, device: torch.device) -> Optional[np.ndarray]:
+def _teacher_logits(
+    cfg: Any, dataset: Any, device: torch.device
+) -> Optional[np.ndarray]:
     """N_pre's head outputs on D_cf (distillation baseline, ClusterFit Sec. 4.2)."""
     spec = npre_specs(cfg)[0]
     model = fx.build_npre_model(spec["CHECKPOINT"], spec["CONFIG"], spec["OVERRIDES"])
     try:
         logits = fx.extract_features(
-            [(model, "logits", "flatten")], dataset, int(cfg.VCF.CLUSTERFIT.BATCHSIZE), device
+            [(model, "logits", "flatten")],
+            dataset,
+            int(cfg.VCF.CLUSTERFIT.BATCHSIZE),
+            device,
         )
     except RuntimeError as e:
         raise ValueError(
@@ -164,7 +180,9 @@ def _teacher_logits(cfg: Any, dataset: Any, device: torch.device) -> Optional[np
     return logits
 
 
-def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dict[str, Any]:
+def cluster_dataset(
+    cfg: Any, device: torch.device = torch.device("cpu")
+) -> Dict[str, Any]:
     """Produce (or reuse) the cluster label files of DATA.TRAIN for the current config.
 
     Runs on every rank (extraction is sharded); rank 0 clusters and writes. Returns the
@@ -187,7 +205,9 @@ def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dic
     meta = read_meta(out_dir, name)
     if meta is not None:
         if meta.get("fingerprint") == fp:
-            logging.info(f"[vcf] reusing cluster labels {label_paths(out_dir, name)['labels']}")
+            logging.info(
+                f"[vcf] reusing cluster labels {label_paths(out_dir, name)['labels']}"
+            )
             return meta
         changes = _diff(meta.get("settings", {}), settings)
         raise ValueError(
@@ -205,10 +225,14 @@ def cluster_dataset(cfg: Any, device: torch.device = torch.device("cpu")) -> Dic
     if distributed:
         result = _cluster_sharded(cfg, feats)
         if rank == 0:
-            result_meta = _write(cfg, result, dataset, settings, fp, t_extract, device, teacher)
+            result_meta = _write(
+                cfg, result, dataset, settings, fp, t_extract, device, teacher
+            )
     elif rank == 0:
         result = _cluster_on_rank0(cfg, feats)
-        result_meta = _write(cfg, result, dataset, settings, fp, t_extract, device, teacher)
+        result_meta = _write(
+            cfg, result, dataset, settings, fp, t_extract, device, teacher
+        )
     _barrier()
     return fx.broadcast_from_rank0(result_meta)
 
@@ -219,7 +243,9 @@ def _cluster_on_rank0(cfg: Any, feats: np.ndarray) -> Dict[str, Any]:
     k = int(c.NUM_CLUSTERS)
     t0 = time.time()
     feature_dim = int(feats.shape[1])
-    logging.info(f"[vcf] clustering {feats.shape} features into K={k} (k-means, {c.NITER} iterations)")
+    logging.info(
+        f"[vcf] clustering {feats.shape} features into K={k} (k-means, {c.NITER} iterations)"
+    )
     # in place: the features are ours, so the cluster step holds one copy of them
     x, pca = clustering.preprocess_features(
         feats,
@@ -241,15 +267,22 @@ def _cluster_on_rank0(cfg: Any, feats: np.ndarray) -> Dict[str, Any]:
         verbose=False,
     )
     return {
-        "labels": res.labels, "centroids": res.centroids, "distances": res.distances,
-        "pca": pca, "n_empty_reseeded": res.n_empty_reseeded, "objective": res.objective,
-        "feature_dim": feature_dim, "clustered_dim": int(x.shape[1]), "time": time.time() - t0,
+        "labels": res.labels,
+        "centroids": res.centroids,
+        "distances": res.distances,
+        "pca": pca,
+        "n_empty_reseeded": res.n_empty_reseeded,
+        "objective": res.objective,
+        "feature_dim": feature_dim,
+        "clustered_dim": int(x.shape[1]),
+        "time": time.time() - t0,
     }
 
 
 def _cluster_sharded(cfg: Any, feats_local: np.ndarray) -> Optional[Dict[str, Any]]:
     """Distributed route (DeeperCluster Sec. 4.2): every rank keeps its shard; rank 0
-    receives only the labels and distances. Returns the result on rank 0, None elsewhere."""
+    receives only the labels and distances. Returns the result on rank 0, None elsewhere.
+    """
     c = cfg.VCF.CLUSTERFIT
     k = int(c.NUM_CLUSTERS)
     t0 = time.time()
@@ -276,9 +309,15 @@ def _cluster_sharded(cfg: Any, feats_local: np.ndarray) -> Optional[Dict[str, An
     if labels is None:
         return None
     return {
-        "labels": labels, "centroids": res.centroids, "distances": distances,
-        "pca": res.pca, "n_empty_reseeded": res.n_empty_reseeded, "objective": res.objective,
-        "feature_dim": feature_dim, "clustered_dim": res.clustered_dim, "time": time.time() - t0,
+        "labels": labels,
+        "centroids": res.centroids,
+        "distances": distances,
+        "pca": res.pca,
+        "n_empty_reseeded": res.n_empty_reseeded,
+        "objective": res.objective,
+        "feature_dim": feature_dim,
+        "clustered_dim": res.clustered_dim,
+        "time": time.time() - t0,
     }
 
 
@@ -313,9 +352,16 @@ def _write(
     }
     out_dir, name = clusterfit_output_dir(cfg), c.NAME
     write_label_files(
-        out_dir, name, labels, result["centroids"], result["distances"], meta,
+        out_dir,
+        name,
+        labels,
+        result["centroids"],
+        result["distances"],
+        meta,
         pca_state=pca.state_dict() if pca is not None else None,
-        extra_arrays={"teacher_logits": teacher_logits} if teacher_logits is not None else None,
+        extra_arrays=(
+            {"teacher_logits": teacher_logits} if teacher_logits is not None else None
+        ),
     )
     if c.ASSIGN_TEST and "TEST" in cfg.DATA and cfg.DATA.TEST.DATA_SOURCES:
         _assign_test(cfg, pca, result["centroids"], out_dir, name, device)
@@ -324,7 +370,12 @@ def _write(
 
 
 def _assign_test(
-    cfg: Any, pca: Any, centroids: np.ndarray, out_dir: str, name: str, device: torch.device
+    cfg: Any,
+    pca: Any,
+    centroids: np.ndarray,
+    out_dir: str,
+    name: str,
+    device: torch.device,
 ) -> None:
     """Assign DATA.TEST to the train centroids (same N_pre, layer, PCA); rank 0 only."""
     from vissl_clusterfit.data.cluster_labels import save_npy
@@ -333,7 +384,11 @@ def _assign_test(
     test = fx.extraction_dataset(cfg, "TEST")
     specs = npre_specs(cfg)
     trunks = [
-        (fx.build_npre_trunk(s["CHECKPOINT"], s["CONFIG"], s["OVERRIDES"]), s["FEATURE_LAYER"], s["POOLING"])
+        (
+            fx.build_npre_trunk(s["CHECKPOINT"], s["CONFIG"], s["OVERRIDES"]),
+            s["FEATURE_LAYER"],
+            s["POOLING"],
+        )
         for s in specs
     ]
     feats = fx.extract_features(trunks, test, int(c.BATCHSIZE), device, shard=False)
@@ -362,7 +417,10 @@ class ClusterFitHook(ClassyHook):
         self.cfg = cfg
 
     def on_start(self, task: Any) -> None:
-        from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
+        from vissl_clusterfit.data.label_sources import (
+            CLUSTER_LABEL_SOURCE,
+            reload_labels,
+        )
 
         meta = cluster_dataset(self.cfg, device=task.device)
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None

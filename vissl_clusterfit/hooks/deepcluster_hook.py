@@ -23,6 +23,7 @@ of re-clustering from a different model.
 
 Config params: ``config.VCF.DEEPCLUSTER`` (configs/vissl_clusterfit_defaults/plugin.yaml).
 """
+
 import copy
 import json
 import logging
@@ -61,15 +62,22 @@ class DeepClusterHook(ClassyHook):
             raise ValueError(
                 f"config.VCF.DEEPCLUSTER.ALGORITHM={self.params.ALGORITHM}: use kmeans or pic"
             )
-        self.distributed_kmeans = kmeans_backend(self.params, "DEEPCLUSTER") == "distributed"
+        self.distributed_kmeans = (
+            kmeans_backend(self.params, "DEEPCLUSTER") == "distributed"
+        )
         if self.distributed_kmeans and (
-            self.params.ALGORITHM != "kmeans" or (self.params.get("DEEPER", {}) or {}).get("ENABLED")
+            self.params.ALGORITHM != "kmeans"
+            or (self.params.get("DEEPER", {}) or {}).get("ENABLED")
         ):
             raise ValueError(
                 "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed supports ALGORITHM=kmeans "
                 "without DEEPER only; set KMEANS_BACKEND=faiss for PIC and DeeperCluster"
             )
-        self.state: Dict[str, Any] = {"round": -1, "clustered_epoch": -1, "labels": None}
+        self.state: Dict[str, Any] = {
+            "round": -1,
+            "clustered_epoch": -1,
+            "labels": None,
+        }
         self._extraction_dataset = None
 
     # -- checkpointed state -----------------------------------------------------------
@@ -85,10 +93,14 @@ class DeepClusterHook(ClassyHook):
         # its SelfSupervisionTask._set_classy_state does not hand hook states back on
         # resume: restore ours from the loaded checkpoint here.
         checkpoint = getattr(task, "checkpoint", None) or {}
-        saved = checkpoint.get("classy_state_dict", {}).get("hooks", {}).get(self.name())
+        saved = (
+            checkpoint.get("classy_state_dict", {}).get("hooks", {}).get(self.name())
+        )
         if saved:
             self.set_classy_state(saved)
-            logging.info(f"[vcf] DeepCluster: restored round {saved['round']} from the checkpoint")
+            logging.info(
+                f"[vcf] DeepCluster: restored round {saved['round']} from the checkpoint"
+            )
 
     # -- the clustering round ---------------------------------------------------------
     def on_phase_start(self, task: Any) -> None:
@@ -98,11 +110,15 @@ class DeepClusterHook(ClassyHook):
         due = epoch - epoch % int(self.params.RECLUSTER_EVERY)
         if self.state["clustered_epoch"] == due and self.state["labels"] is not None:
             if getattr(self, "_installed_epoch", None) is None:
-                logging.info(f"[vcf] DeepCluster: resuming with the targets of epoch {due}")
+                logging.info(
+                    f"[vcf] DeepCluster: resuming with the targets of epoch {due}"
+                )
             self._install(task, np.asarray(self.state["labels"]), epoch, reset=False)
             return
         labels = self._recluster(task, epoch)
-        self.state.update(round=self.state["round"] + 1, clustered_epoch=due, labels=labels)
+        self.state.update(
+            round=self.state["round"] + 1, clustered_epoch=due, labels=labels
+        )
         self._install(task, labels, epoch, reset=bool(self.params.RESET_HEAD))
 
     def _recluster(self, task: Any, epoch: int) -> np.ndarray:
@@ -130,22 +146,34 @@ class DeepClusterHook(ClassyHook):
             labels = self._cluster(feats, epoch, t_extract)
         return fx.broadcast_from_rank0(labels)
 
-    def _cluster_sharded(self, feats_local: np.ndarray, epoch: int, t_extract: float) -> Any:
+    def _cluster_sharded(
+        self, feats_local: np.ndarray, epoch: int, t_extract: float
+    ) -> Any:
         """DeeperCluster Sec. 4.2: PCA and k-means on every rank's shard; the labels on
         rank 0 (None elsewhere)."""
         p = self.params
         t0 = time.time()
         res = clustering.sharded_kmeans(
-            feats_local, int(p.NUM_CLUSTERS),
-            pca_dim=min(int(p.PCA_DIM), feats_local.shape[1]), whiten=bool(p.WHITEN),
-            l2_norm=True, niter=int(p.NITER), seed=int(p.SEED) + epoch, inplace=True,
+            feats_local,
+            int(p.NUM_CLUSTERS),
+            pca_dim=min(int(p.PCA_DIM), feats_local.shape[1]),
+            whiten=bool(p.WHITEN),
+            l2_norm=True,
+            niter=int(p.NITER),
+            seed=int(p.SEED) + epoch,
+            inplace=True,
         )
         labels = clustering.gather_rows(res.labels)
         if labels is None:
             return None
         return self._log_round(
-            labels, int(p.NUM_CLUSTERS), "distributed kmeans", res.n_empty_reseeded,
-            epoch, t_extract, time.time() - t0,
+            labels,
+            int(p.NUM_CLUSTERS),
+            "distributed kmeans",
+            res.n_empty_reseeded,
+            epoch,
+            t_extract,
+            time.time() - t0,
         )
 
     def _cluster(self, feats: np.ndarray, epoch: int, t_extract: float) -> np.ndarray:
@@ -159,7 +187,11 @@ class DeepClusterHook(ClassyHook):
         t0 = time.time()
         pca_dim = min(int(p.PCA_DIM), feats.shape[1], len(feats))
         x, _ = clustering.preprocess_features(
-            feats, pca_dim=pca_dim, whiten=bool(p.WHITEN), l2_norm=True, seed=int(p.SEED) + epoch,
+            feats,
+            pca_dim=pca_dim,
+            whiten=bool(p.WHITEN),
+            l2_norm=True,
+            seed=int(p.SEED) + epoch,
             inplace=True,
         )
         reseeded = 0
@@ -168,37 +200,62 @@ class DeepClusterHook(ClassyHook):
             # DeeperCluster: cluster code = group * k + sub; the collator adds rotations
             num_sub = int(deeper.NUM_SUB)
             group, sub = clustering.hierarchical_kmeans(
-                x, int(deeper.NUM_GROUPS), num_sub, niter=int(p.NITER), seed=int(p.SEED) + epoch
+                x,
+                int(deeper.NUM_GROUPS),
+                num_sub,
+                niter=int(p.NITER),
+                seed=int(p.SEED) + epoch,
             )
             labels, k = group * num_sub + sub, int(deeper.NUM_GROUPS) * num_sub
             algorithm = "two-level kmeans"
         elif p.ALGORITHM == "pic":
             labels = clustering.run_pic(
-                x, n_neighbors=int(p.PIC_NEIGHBORS), sigma=float(p.PIC_SIGMA), seed=int(p.SEED) + epoch
+                x,
+                n_neighbors=int(p.PIC_NEIGHBORS),
+                sigma=float(p.PIC_SIGMA),
+                seed=int(p.SEED) + epoch,
             )
             k = int(labels.max()) + 1
         else:
-            res = clustering.run_kmeans(x, k, niter=int(p.NITER), seed=int(p.SEED) + epoch)
+            res = clustering.run_kmeans(
+                x, k, niter=int(p.NITER), seed=int(p.SEED) + epoch
+            )
             labels, reseeded = res.labels, res.n_empty_reseeded
-        return self._log_round(labels, k, algorithm, reseeded, epoch, t_extract, time.time() - t0)
+        return self._log_round(
+            labels, k, algorithm, reseeded, epoch, t_extract, time.time() - t0
+        )
 
     def _log_round(
-        self, labels: np.ndarray, k: int, algorithm: str, reseeded: int, epoch: int,
-        t_extract: float, t_cluster: float,
+        self,
+        labels: np.ndarray,
+        k: int,
+        algorithm: str,
+        reseeded: int,
+        epoch: int,
+        t_extract: float,
+        t_cluster: float,
     ) -> np.ndarray:
         """Cluster metrics of the round -> log and ``deepcluster_rounds.jsonl`` (rank 0)."""
         truth = fx.ground_truth(self._extraction_dataset)
         previous = self.state["labels"]
         metrics = clustering.cluster_metrics(
-            labels, k, truth=truth,
+            labels,
+            k,
+            truth=truth,
             previous=np.asarray(previous) if previous is not None else None,
         )
         record = {
-            "round": self.state["round"] + 1, "epoch": epoch, "algorithm": algorithm,
-            "n_empty_reseeded": int(reseeded), "extract_s": round(t_extract, 2),
-            "cluster_s": round(t_cluster, 2), **metrics,
+            "round": self.state["round"] + 1,
+            "epoch": epoch,
+            "algorithm": algorithm,
+            "n_empty_reseeded": int(reseeded),
+            "extract_s": round(t_extract, 2),
+            "cluster_s": round(t_cluster, 2),
+            **metrics,
         }
-        logging.info(f"[vcf] DeepCluster round {record['round']} (epoch {epoch}): {record}")
+        logging.info(
+            f"[vcf] DeepCluster round {record['round']} (epoch {epoch}): {record}"
+        )
         out = os.path.join(self.cfg.CHECKPOINT.DIR, "deepcluster_rounds.jsonl")
         with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -212,7 +269,9 @@ class DeepClusterHook(ClassyHook):
 
         dataset = task.datasets["train"]
         if len(labels) != len(dataset):
-            raise ValueError(f"{len(labels)} cluster labels for {len(dataset)} training samples")
+            raise ValueError(
+                f"{len(labels)} cluster labels for {len(dataset)} training samples"
+            )
         dataset.label_objs = [labels]
         dataset.labels_init = True
         if self.params.UNIFORM_SAMPLING:
@@ -250,4 +309,6 @@ class DeepClusterHook(ClassyHook):
         optimizer = getattr(task.optimizer, "optimizer", task.optimizer)
         for param in head.parameters():
             optimizer.state.pop(param, None)
-        logging.info(f"[vcf] DeepCluster: head re-initialised (round {self.state['round']})")
+        logging.info(
+            f"[vcf] DeepCluster: head re-initialised (round {self.state['round']})"
+        )

@@ -11,6 +11,7 @@ batches r, r+W, r+2W... Every image is therefore computed inside the same batch 
 the number of processes, so features (and labels) are bit-identical with 1 or N
 processes. Rank 0 gathers them in dataset order.
 """
+
 import copy
 import logging
 import os
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from vissl.config import AttrDict
+
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -84,15 +86,21 @@ def trunk_state_dict(checkpoint: Dict[str, Any], path: str) -> Dict[str, torch.T
     )
 
 
-def npre_model_config(checkpoint_path: str, config_name: str, overrides: List[str]) -> AttrDict:
+def npre_model_config(
+    checkpoint_path: str, config_name: str, overrides: List[str]
+) -> AttrDict:
     """N_pre's MODEL config: from ``config_name`` or the train_config.yaml beside the
     checkpoint."""
     if config_name:
         from vissl_clusterfit.launcher import compose_config
 
-        _, cfg = compose_config([f"config={config_name}", *overrides], dump_config=False)
+        _, cfg = compose_config(
+            [f"config={config_name}", *overrides], dump_config=False
+        )
         return cfg.MODEL
-    yaml_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), "train_config.yaml")
+    yaml_path = os.path.join(
+        os.path.dirname(os.path.abspath(checkpoint_path)), "train_config.yaml"
+    )
     if not os.path.isfile(yaml_path):
         raise FileNotFoundError(
             f"N_pre's model config: {yaml_path} does not exist. Set "
@@ -103,7 +111,9 @@ def npre_model_config(checkpoint_path: str, config_name: str, overrides: List[st
         return AttrDict(yaml.safe_load(f)["MODEL"])
 
 
-def build_npre_trunk(checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None) -> torch.nn.Module:
+def build_npre_trunk(
+    checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None
+) -> torch.nn.Module:
     """N_pre's trunk with the checkpoint's weights, in eval mode."""
     from vissl.models.trunks import get_model_trunk
 
@@ -134,19 +144,25 @@ class TeacherLogits(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None) -> List[torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
+    ) -> List[torch.Tensor]:
         out = self.model(x)
         while isinstance(out, (list, tuple)):
             out = out[-1]
         return [out]
 
 
-def build_npre_model(checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None) -> TeacherLogits:
+def build_npre_model(
+    checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None
+) -> TeacherLogits:
     """N_pre's full VISSL model (trunk and heads) with the checkpoint's weights, eval mode."""
     from vissl.models import build_model
 
     checkpoint = load_checkpoint(checkpoint_path)
-    model_cfg = copy.deepcopy(npre_model_config(checkpoint_path, config_name, list(overrides or [])))
+    model_cfg = copy.deepcopy(
+        npre_model_config(checkpoint_path, config_name, list(overrides or []))
+    )
     model_cfg.FEATURE_EVAL_SETTINGS.EVAL_MODE_ON = False
     model = build_model(model_cfg, AttrDict({"name": "sgd"}))
     try:
@@ -203,7 +219,10 @@ def rank_batches(
     if contiguous:
         num = (n + batch_size - 1) // batch_size
         first, last = rank * num // world, (rank + 1) * num // world
-        return [np.arange(b * batch_size, min((b + 1) * batch_size, n)) for b in range(first, last)]
+        return [
+            np.arange(b * batch_size, min((b + 1) * batch_size, n))
+            for b in range(first, last)
+        ]
     starts = range(rank * batch_size, n, world * batch_size)
     return [np.arange(s, min(s + batch_size, n)) for s in starts]
 
@@ -276,13 +295,15 @@ def extract_features(
     for images, _ in loader:
         images = images.to(device)
         parts = [
-            pool_features(trunk(images, out_feat_keys=[layer])[0], pooling).float().cpu()
+            pool_features(trunk(images, out_feat_keys=[layer])[0], pooling)
+            .float()
+            .cpu()
             for trunk, layer, pooling in trunks
         ]
         feats = torch.cat(parts, 1).numpy()
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
-        local[done:done + len(feats)] = feats
+        local[done : done + len(feats)] = feats
         done += len(images)
         if time.time() - last > log_every_s:
             last = time.time()
@@ -292,7 +313,9 @@ def extract_features(
             )
     if local is None:
         local = np.zeros((0, 0), np.float32)
-    logging.info(f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s")
+    logging.info(
+        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s"
+    )
     if world == 1 or not gather:
         return local
     gathered: List[Any] = [None] * world if rank == 0 else None
@@ -302,6 +325,8 @@ def extract_features(
     dim = max(g.shape[1] for g in gathered if g.size)
     out = np.empty((n, dim), dtype=np.float32)
     for r, g in enumerate(gathered):
-        rows = np.concatenate(rank_batches(n, batch_size, r, world) or [np.zeros(0, int)])
+        rows = np.concatenate(
+            rank_batches(n, batch_size, r, world) or [np.zeros(0, int)]
+        )
         out[rows] = g
     return out

@@ -1,5 +1,6 @@
 """Knowledge distillation (Hinton et al. 2015), the baseline of ClusterFit Sec. 4.2:
 N_cf is trained to match N_pre's softened predictions instead of cluster ids."""
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,7 +22,9 @@ class DistillationCriterion(nn.Module):
             raise ValueError(f"distillation temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> torch.Tensor:
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(
                 f"student outputs {tuple(student_logits.shape)} but the teacher's logits are "

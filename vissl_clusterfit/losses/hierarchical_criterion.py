@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 #: Number of rotation classes in DeeperCluster ({0, 90, 180, 270} degrees, Sec. 3).
 NUM_ROTATIONS = 4
 
@@ -44,7 +45,9 @@ def encode_targets(
     """
     if num_sub < 1:
         raise ValueError(f"num_sub must be >= 1, got {num_sub}")
-    super_target, sub_target = torch.as_tensor(super_target), torch.as_tensor(sub_target)
+    super_target, sub_target = torch.as_tensor(super_target), torch.as_tensor(
+        sub_target
+    )
     if super_target.shape != sub_target.shape:
         raise ValueError(
             f"super_target {tuple(super_target.shape)} and sub_target "
@@ -60,7 +63,9 @@ def encode_targets(
     return torch.where(ignored, torch.full_like(flat, ignore_index), flat)
 
 
-def split_targets(target: Tensor, num_sub: int, ignore_index: int = -1) -> Tuple[Tensor, Tensor]:
+def split_targets(
+    target: Tensor, num_sub: int, ignore_index: int = -1
+) -> Tuple[Tensor, Tensor]:
     """Inverse of :func:`encode_targets`: ``(target // num_sub, target % num_sub)``, with
     ``ignore_index`` kept at both levels.
 
@@ -76,7 +81,9 @@ def split_targets(target: Tensor, num_sub: int, ignore_index: int = -1) -> Tuple
     # clamp before dividing so a negative marker never turns into a valid-looking id
     safe = target.clamp(min=0)
     fill = torch.full_like(target, ignore_index)
-    return torch.where(ignored, fill, safe // num_sub), torch.where(ignored, fill, safe % num_sub)
+    return torch.where(ignored, fill, safe // num_sub), torch.where(
+        ignored, fill, safe % num_sub
+    )
 
 
 def deepercluster_super_class(
@@ -114,7 +121,9 @@ def split_output(output: Tensor, num_super: int, num_sub: int) -> Tuple[Tensor, 
             f"num_super_classes={num_super}, num_sub_classes={num_sub}; got {tuple(output.shape)}. "
             "Make the loss's num_super_classes/num_sub_classes match the head's."
         )
-    return output[:, :num_super], output[:, num_super:].reshape(output.shape[0], num_super, num_sub)
+    return output[:, :num_super], output[:, num_super:].reshape(
+        output.shape[0], num_super, num_sub
+    )
 
 
 def join_output(super_logits: Tensor, sub_logits: Tensor) -> Tensor:
@@ -179,14 +188,21 @@ class HierarchicalCriterion(nn.Module):
         """
         if isinstance(sub_logits, (list, tuple)):
             sub_logits = torch.stack(list(sub_logits), dim=1)
-        super_target, sub_target = super_target.reshape(-1).long(), sub_target.reshape(-1).long()
+        super_target, sub_target = (
+            super_target.reshape(-1).long(),
+            sub_target.reshape(-1).long(),
+        )
         self._check_shapes(super_logits, sub_logits, super_target, sub_target)
         num_super, num_sub = sub_logits.shape[1], sub_logits.shape[2]
 
         valid_super = super_target != self.ignore_index
         valid_sub = valid_super & (sub_target != self.ignore_index)
-        self._check_range(super_target[valid_super], num_super, "super_target", "num_super_classes")
-        self._check_range(sub_target[valid_sub], num_sub, "sub_target", "num_sub_classes")
+        self._check_range(
+            super_target[valid_super], num_super, "super_target", "num_super_classes"
+        )
+        self._check_range(
+            sub_target[valid_sub], num_sub, "sub_target", "num_sub_classes"
+        )
 
         if not bool(valid_super.any()):
             # nothing to learn: a zero still connected to the graph, so DDP's all-reduce
@@ -202,7 +218,11 @@ class HierarchicalCriterion(nn.Module):
         return loss
 
     def _check_shapes(
-        self, super_logits: Tensor, sub_logits: Tensor, super_target: Tensor, sub_target: Tensor
+        self,
+        super_logits: Tensor,
+        sub_logits: Tensor,
+        super_target: Tensor,
+        sub_target: Tensor,
     ) -> None:
         if super_logits.dim() != 2 or sub_logits.dim() != 3:
             raise ValueError(
@@ -224,7 +244,10 @@ class HierarchicalCriterion(nn.Module):
             raise ValueError(
                 f"got {num_super} super-class logits but num_super_classes={self.num_super_classes}"
             )
-        if self.num_sub_classes is not None and sub_logits.shape[2] != self.num_sub_classes:
+        if (
+            self.num_sub_classes is not None
+            and sub_logits.shape[2] != self.num_sub_classes
+        ):
             raise ValueError(
                 f"got {sub_logits.shape[2]} sub-class logits but "
                 f"num_sub_classes={self.num_sub_classes}"
@@ -234,7 +257,9 @@ class HierarchicalCriterion(nn.Module):
     def _check_range(target: Tensor, size: int, what: str, key: str) -> None:
         # out-of-range ids come from labels built for another S / k_sub: say which key to fix
         if target.numel() and bool(((target < 0) | (target >= size)).any()):
-            bad: List[int] = target[(target < 0) | (target >= size)].unique()[:5].tolist()
+            bad: List[int] = (
+                target[(target < 0) | (target >= size)].unique()[:5].tolist()
+            )
             raise ValueError(
                 f"{what} has values {bad} outside [0, {size}); the labels were built for a "
                 f"different {key} than the model's {size}, or use -1 to ignore a sample"

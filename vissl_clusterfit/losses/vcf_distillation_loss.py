@@ -9,6 +9,7 @@ Config params (``config.LOSS.vcf_distillation_loss``):
     teacher_logits_file: path of <NAME>_teacher_logits.npy
     temperature: softmax temperature T
 """
+
 import os
 from typing import Any, Dict, List, Union
 
@@ -29,7 +30,10 @@ class VcfDistillationLoss(ClassyLoss):
 
     @classmethod
     def from_config(cls, loss_config: Dict[str, Any]) -> "VcfDistillationLoss":
-        return cls(loss_config["teacher_logits_file"], float(loss_config.get("temperature", 2.0)))
+        return cls(
+            loss_config["teacher_logits_file"],
+            float(loss_config.get("temperature", 2.0)),
+        )
 
     def teacher(self) -> torch.Tensor:
         if self._teacher is None:
@@ -42,7 +46,9 @@ class VcfDistillationLoss(ClassyLoss):
             self._teacher = torch.from_numpy(np.load(self.teacher_logits_file))
         return self._teacher
 
-    def forward(self, output: Union[torch.Tensor, List[torch.Tensor]], target: Any) -> torch.Tensor:
+    def forward(
+        self, output: Union[torch.Tensor, List[torch.Tensor]], target: Any
+    ) -> torch.Tensor:
         if isinstance(output, (list, tuple)):
             output = output[0]
         if isinstance(target, (list, tuple)):

@@ -22,6 +22,7 @@ from vissl_clusterfit.losses.hierarchical_criterion import (
     split_targets,
 )
 
+
 LOSS_NAME = "vcf_hierarchical_loss"
 
 
@@ -36,7 +37,9 @@ def _single_tensor(value: Union[Tensor, List[Any]], what: str) -> Tensor:
             )
         value = value[0]
     if not isinstance(value, Tensor):
-        raise ValueError(f"{LOSS_NAME} expects the {what} as a tensor, got {type(value).__name__}")
+        raise ValueError(
+            f"{LOSS_NAME} expects the {what} as a tensor, got {type(value).__name__}"
+        )
     return value
 
 
@@ -97,5 +100,7 @@ class VcfHierarchicalLoss(ClassyLoss):
         super_logits, sub_logits = split_output(
             output, self.num_super_classes, self.num_sub_classes
         )
-        super_target, sub_target = split_targets(target, self.num_sub_classes, self.ignore_index)
+        super_target, sub_target = split_targets(
+            target, self.num_sub_classes, self.ignore_index
+        )
         return self.criterion(super_logits, sub_logits, super_target, sub_target)

@@ -68,7 +68,9 @@ class VcfHierarchicalHead(nn.Module):
         self.num_super_classes = int(num_super_classes)
         self.num_sub_classes = int(num_sub_classes)
         head_cfg = model_config.get("HEAD", None) if model_config is not None else None
-        self.params_multiplier = float(head_cfg.get("PARAMS_MULTIPLIER", 1.0)) if head_cfg else 1.0
+        self.params_multiplier = (
+            float(head_cfg.get("PARAMS_MULTIPLIER", 1.0)) if head_cfg else 1.0
+        )
         self.super_head = nn.Linear(self.in_dim, self.num_super_classes, bias=use_bias)
         self.sub_heads = nn.Linear(
             self.in_dim, self.num_super_classes * self.num_sub_classes, bias=use_bias

@@ -14,6 +14,7 @@ Config params (MODEL.TRUNK.VCF_RESNET):
     WIDTH: channels of conv1 and res2 (res3..res5: x2, x4, x8)
     SOBEL: prepend the fixed grayscale + Sobel layer (the stem then takes 2 channels)
 """
+
 from typing import List, Optional
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from vissl.models.model_helpers import Flatten, get_trunk_forward_outputs
 from vissl.models.trunks import register_model_trunk
+
 
 _LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -32,7 +34,10 @@ class SobelFilter(nn.Module):
         super().__init__()
         gray = torch.full((1, 3, 1, 1), 1.0 / 3.0)
         sobel = torch.tensor(
-            [[[1, 0, -1], [2, 0, -2], [1, 0, -1]], [[1, 2, 1], [0, 0, 0], [-1, -2, -1]]],
+            [
+                [[1, 0, -1], [2, 0, -2], [1, 0, -1]],
+                [[1, 2, 1], [0, 0, 0], [-1, -2, -1]],
+            ],
             dtype=torch.float32,
         ).unsqueeze(1)
         self.register_buffer("gray", gray)
