@@ -157,7 +157,7 @@ def test_errors_raise_on_every_rank(two_rank_results):
     for r in range(WORLD_SIZE):
         with open(os.path.join(two_rank_results, f"k_too_large_{r}.txt")) as f:
             message = f.read()
-        assert "K=10 is larger than the number of samples N=9" in message, message
+        assert "K=10 is larger than the number of samples (9)" in message, message
     with open(os.path.join(two_rank_results, "nan_0.txt")) as f:
         message = f.read()
     assert "on rank(s) [1]" in message, message
@@ -217,7 +217,7 @@ def test_seeded_init_picks_global_rows_and_is_deterministic():
 def test_single_process_validation():
     x = _random_data()[:10]
     with pytest.raises(
-        ValueError, match=r"K=11 is larger than the number of samples N=10"
+        ValueError, match=r"K=11 is larger than the number of samples \(10\)"
     ):
         distributed_kmeans(x, 11)
     bad = x.copy()

@@ -4,26 +4,40 @@ Pure numpy / torch / faiss code with no VISSL dependency: feature
 pre-processing (DeepCluster thesis Sec. 4.2), faiss k-means with empty-cluster
 re-seeding, distributed k-means and the sharded pre-processing around it
 (DeeperCluster Sec. 4.2), Power Iteration
-Clustering (thesis Sec. 2.4 / 3.2) and clustering metrics.
+Clustering (thesis Sec. 2.4 / 3.2) and clustering metrics. :mod:`.comm` is the
+package's one ``torch.distributed`` helper module and :mod:`.validation` its one
+place for input checks (features, pre-processing order, K).
 """
 
+from .comm import (
+    Comm,
+    barrier,
+    broadcast_from_rank0,
+    dist_is_initialized,
+    gather_rows,
+    rank_and_world,
+)
 from .distributed_kmeans import distributed_kmeans
 from .hierarchical import hierarchical_kmeans
-from .kmeans import KMeansResult, assign_to_centroids, run_kmeans
+from .kmeans import assign_to_centroids, run_kmeans
 from .metrics import ami, cluster_metrics, cluster_sizes, nmi, num_empty, purity
+from .pca import PCAWhitening
 from .pic import make_knn_graph, run_pic
-from .preprocess import (
+from .preprocess import apply_preprocessing, l2_normalize, preprocess_features
+from .reseed import local_stats, reseed_empty_clusters
+from .result import KMeansResult
+from .sharded import ShardedClustering, fit_pca_sharded, sharded_kmeans
+from .validation import (
     VALID_ORDERS,
-    PCAWhitening,
-    apply_preprocessing,
     check_finite,
-    l2_normalize,
-    preprocess_features,
+    check_num_clusters,
+    check_order,
+    validate_features,
 )
-from .sharded import ShardedClustering, fit_pca_sharded, gather_rows, sharded_kmeans
 
 
 __all__ = [
+    "Comm",
     "KMeansResult",
     "PCAWhitening",
     "ShardedClustering",
@@ -31,20 +45,29 @@ __all__ = [
     "ami",
     "apply_preprocessing",
     "assign_to_centroids",
+    "barrier",
+    "broadcast_from_rank0",
     "check_finite",
+    "check_num_clusters",
+    "check_order",
     "cluster_metrics",
     "cluster_sizes",
+    "dist_is_initialized",
     "distributed_kmeans",
     "fit_pca_sharded",
     "gather_rows",
     "hierarchical_kmeans",
     "l2_normalize",
+    "local_stats",
     "make_knn_graph",
     "nmi",
     "num_empty",
     "preprocess_features",
     "purity",
+    "rank_and_world",
+    "reseed_empty_clusters",
     "run_kmeans",
     "run_pic",
     "sharded_kmeans",
+    "validate_features",
 ]

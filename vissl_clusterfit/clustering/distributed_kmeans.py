@@ -11,8 +11,8 @@ all-reduced. It is the scalable counterpart of :func:`.kmeans.run_kmeans` for
 the k-means step of ClusterFit (Yan et al., CVPR 2020, Sec. 3.1).
 
 Empty clusters are re-seeded as in the DeepCluster thesis (Caron 2018,
-Sec. 3.2 / 4.2) by splitting the largest cluster; the split rule here is also
-the one used by the single-process :func:`.kmeans.run_kmeans`.
+Sec. 3.2 / 4.2) by splitting the largest cluster (:mod:`.reseed`); the split rule
+is also the one used by the single-process :func:`.kmeans.run_kmeans`.
 """
 
 import logging
@@ -20,73 +20,20 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from .kmeans import KMeansResult
+from .blocks import rows_per_block
+from .comm import Comm
+from .reseed import local_stats, reseed_empty_clusters
+from .result import KMeansResult
+from .validation import check_num_clusters
 
 
 __all__ = ["distributed_kmeans"]
 
 logger = logging.getLogger(__name__)
 
-# Elements per temporary block in the chunked passes (~128 MB in float64).
-_BLOCK_ELEMENTS = 1 << 24
 # Candidates re-ranked in float64 after the float32 GEMM: see _assign.
 _N_CANDIDATES = 2
-
-
-class _Comm:
-    """The few collectives this module needs, or no-ops in a single process."""
-
-    def __init__(
-        self, process_group: Optional[object] = None, single_process: bool = False
-    ) -> None:
-        initialised = dist.is_available() and dist.is_initialized()
-        if single_process:
-            initialised = False
-        elif process_group is not None and not initialised:
-            raise ValueError(
-                "process_group was given but torch.distributed is not initialised; call "
-                "torch.distributed.init_process_group first or pass process_group=None"
-            )
-        self.group = process_group
-        self.rank = 0
-        self.world_size = 1
-        self.device = torch.device("cpu")
-        if initialised:
-            self.rank = dist.get_rank(process_group)
-            if self.rank < 0:
-                raise ValueError(
-                    "this process is not a member of the given process_group; call "
-                    "distributed_kmeans only on the ranks of that group"
-                )
-            self.world_size = dist.get_world_size(process_group)
-            if dist.get_backend(process_group) == "nccl":
-                # NCCL only moves CUDA tensors.
-                self.device = torch.device("cuda", torch.cuda.current_device())
-        self.active = initialised and self.world_size > 1
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return tensor
-        buf = tensor.to(self.device).contiguous()
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
-        return buf.to(tensor.device)
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Return a (world_size, *tensor.shape) stack of every rank's tensor."""
-        if not self.active:
-            return tensor.unsqueeze(0)
-        buf = tensor.to(self.device).contiguous()
-        out = [torch.empty_like(buf) for _ in range(self.world_size)]
-        dist.all_gather(out, buf, group=self.group)
-        return torch.stack(out).to(tensor.device)
-
-
-def _rows_per_block(width: int, batch_size: int = 0) -> int:
-    if batch_size > 0:
-        return batch_size
-    return max(1, _BLOCK_ELEMENTS // max(1, width))
 
 
 def _assign(
@@ -112,7 +59,7 @@ def _assign(
     c32 = centroids.to(torch.float32)
     c32_sqnorm = (c32 * c32).sum(dim=1)
     m = min(_N_CANDIDATES, k)
-    rows = _rows_per_block(max(k, m * x.shape[1]), batch_size)
+    rows = rows_per_block(max(k, m * x.shape[1]), batch_size)
     for start in range(0, n, rows):
         block = x[start : start + rows]
         scores = c32_sqnorm.unsqueeze(0) - 2.0 * (block.to(torch.float32) @ c32.T)
@@ -124,180 +71,6 @@ def _assign(
         labels[start : start + rows] = cand.gather(1, best).squeeze(1)
         distances[start : start + rows] = exact.gather(1, best).squeeze(1)
     return labels, distances
-
-
-def _local_stats(
-    x: torch.Tensor, labels: torch.Tensor, k: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster counts and float64 feature sums of the local rows."""
-    counts = torch.bincount(labels, minlength=k).to(torch.float64)
-    sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
-    rows = _rows_per_block(x.shape[1])
-    for start in range(0, x.shape[0], rows):
-        sums.index_add_(
-            0, labels[start : start + rows], x[start : start + rows].to(torch.float64)
-        )
-    return counts, sums
-
-
-def _sqdist_rows(
-    x: torch.Tensor, rows: torch.Tensor, point: torch.Tensor
-) -> torch.Tensor:
-    """float64 squared distances from ``x[rows]`` to ``point``, in blocks."""
-    out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
-    step = _rows_per_block(x.shape[1])
-    for start in range(0, rows.numel(), step):
-        diff = x[rows[start : start + step]].to(torch.float64) - point
-        out[start : start + step] = (diff * diff).sum(dim=1)
-    return out
-
-
-def _project_rows(
-    x: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, direction: torch.Tensor
-) -> torch.Tensor:
-    """float64 ``(x[rows] - origin) . direction``, in blocks."""
-    out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
-    step = _rows_per_block(x.shape[1])
-    for start in range(0, rows.numel(), step):
-        block = x[rows[start : start + step]].to(torch.float64)
-        out[start : start + step] = (block - origin) @ direction
-    return out
-
-
-def _split_cluster(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    centroids: torch.Tensor,
-    counts: torch.Tensor,
-    sums: torch.Tensor,
-    comm: _Comm,
-    row_offset: int,
-    source: int,
-    target: int,
-    distances: Optional[torch.Tensor],
-) -> None:
-    """Split cluster ``source`` in two, giving one part to the empty ``target``.
-
-    Thesis Sec. 3.2 gives an empty cluster half of the images of a randomly
-    picked non-empty one; the caller picks the largest instead, which needs
-    no RNG shared across ranks and splits where a split helps most.
-
-    Let m be the mean of ``source`` and f its member farthest from m (the
-    lowest global row id breaks ties). The centroid is copied to ``target``
-    with the symmetric perturbation m +/- eps (f - m); for any eps > 0 the
-    members closer to m + eps (f - m) are exactly those with
-    (x - m).(f - m) > 0, which is what is computed, so eps never needs to be
-    chosen. Both parts are non-empty: f has a positive projection and the
-    projections of the members sum to zero around their mean. If rounding or
-    identical members defeat this, the second half in global row order moves.
-    Both centroids are then set to the means of their parts.
-
-    All decisions use all-reduced quantities, so every rank takes the same
-    one; costs 3-5 collectives of at most D + 1 numbers. Updates the tensors
-    in place.
-    """
-    n_source = float(counts[source])
-    assert n_source >= 2, "splitting needs a cluster with at least two members"
-    mean = sums[source] / n_source
-    members = torch.nonzero(labels == source).squeeze(1)
-    local_best = -1
-
-    # Farthest member: gather (distance, -global id) from each rank, take the max.
-    if members.numel() > 0:
-        d2 = _sqdist_rows(x, members, mean)
-        local_best = int(torch.argmax(d2))
-        candidate = torch.tensor(
-            [float(d2[local_best]), -float(row_offset + int(members[local_best]))],
-            dtype=torch.float64,
-        )
-    else:
-        candidate = torch.tensor([-1.0, -float("inf")], dtype=torch.float64)
-    gathered = comm.all_gather(candidate).tolist()
-    owner = max(range(len(gathered)), key=lambda r: (gathered[r][0], gathered[r][1]))
-    far_d2 = gathered[owner][0]
-
-    move = torch.zeros(0, dtype=torch.int64, device=x.device)
-    n_moved = 0.0
-    if far_d2 > 0:
-        far = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        if comm.rank == owner:
-            far = x[int(members[local_best])].to(torch.float64).clone()
-        far = comm.all_reduce_sum(far)
-        proj = _project_rows(x, members, mean, far - mean)
-        move = members[proj > 0]
-        n_moved_t = torch.tensor([float(move.numel())], dtype=torch.float64)
-        n_moved = float(comm.all_reduce_sum(n_moved_t)[0])
-    if n_moved < 1 or n_moved > n_source - 1:
-        # Identical members (or rounding at the hyperplane): split by global order.
-        per_rank = comm.all_gather(
-            torch.tensor([members.numel()], dtype=torch.int64)
-        ).squeeze(1)
-        first_pos = int(per_rank[: comm.rank].sum())
-        keep = int(n_source) // 2
-        positions = first_pos + torch.arange(members.numel(), device=x.device)
-        move = members[positions >= keep]
-
-    labels[move] = target
-    moved = torch.zeros(x.shape[1] + 1, dtype=torch.float64, device=x.device)
-    moved[0] = float(move.numel())
-    step = _rows_per_block(x.shape[1])
-    for start in range(0, move.numel(), step):
-        moved[1:] += x[move[start : start + step]].to(torch.float64).sum(dim=0)
-    moved = comm.all_reduce_sum(moved)
-    counts[target] = moved[0]
-    sums[target] = moved[1:]
-    counts[source] -= moved[0]
-    sums[source] -= moved[1:]
-    assert counts[target] >= 1 and counts[source] >= 1
-    centroids[source] = sums[source] / counts[source]
-    centroids[target] = sums[target] / counts[target]
-    if distances is not None:
-        for cluster in (source, target):
-            rows = torch.nonzero(labels == cluster).squeeze(1)
-            distances[rows] = _sqdist_rows(x, rows, centroids[cluster])
-
-
-def _reseed_empty_clusters(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    centroids: torch.Tensor,
-    counts: torch.Tensor,
-    sums: torch.Tensor,
-    comm: _Comm,
-    row_offset: int,
-    distances: Optional[torch.Tensor] = None,
-) -> int:
-    """Fill every empty cluster by splitting the currently largest one.
-
-    ``counts`` and ``sums`` must be the global (all-reduced) statistics of
-    ``labels``; all arguments are updated in place. Each split fills one
-    empty cluster and leaves both halves non-empty, so the loop ends after
-    exactly as many splits as there were empty clusters (possible whenever
-    K <= N, by pigeonhole the largest cluster then has >= 2 members).
-
-    Returns:
-        number of clusters re-seeded.
-    """
-    n_reseeded = 0
-    while True:
-        empty = torch.nonzero(counts == 0).squeeze(1)
-        if empty.numel() == 0:
-            return n_reseeded
-        # argmax returns the first maximum: ties go to the lowest index on every rank.
-        source = int(torch.argmax(counts))
-        _split_cluster(
-            x,
-            labels,
-            centroids,
-            counts,
-            sums,
-            comm,
-            row_offset,
-            source=source,
-            target=int(empty[0]),
-            distances=distances,
-        )
-        n_reseeded += 1
 
 
 def _to_tensor(
@@ -328,7 +101,7 @@ def _to_tensor(
         )
     if x.shape[1] == 0:
         return None, "x_local has feature dimension 0; nothing to cluster"
-    rows = _rows_per_block(x.shape[1])
+    rows = rows_per_block(x.shape[1])
     bad_rows = 0
     first_bad = -1
     for start in range(0, x.shape[0], rows):
@@ -350,7 +123,7 @@ def _initial_centroids(
     x: torch.Tensor,
     k: int,
     seed: int,
-    comm: _Comm,
+    comm: Comm,
     row_offset: int,
     total: int,
     init_centroids: Optional[np.ndarray],
@@ -426,7 +199,7 @@ def distributed_kmeans(
         distances of the local rows, global objective, number of final
         re-seeds and number of updates performed.
     """
-    comm = _Comm(process_group)
+    comm = Comm(process_group)
     x, error = _to_tensor(x_local)
     n_local = x.shape[0] if x is not None else 0
     d_local = x.shape[1] if x is not None else -1
@@ -452,13 +225,7 @@ def distributed_kmeans(
     sizes: List[int] = info[:, 0].tolist()
     total = int(sum(sizes))
     row_offset = int(sum(sizes[: comm.rank]))
-    if int(k) != k or k < 1:
-        raise ValueError(f"K must be a positive integer, got {k!r}")
-    k = int(k)
-    if k > total:
-        raise ValueError(
-            f"K={k} is larger than the number of samples N={total}; lower K or use more data"
-        )
+    k = check_num_clusters(k, total, key="K")
     if niter < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
 
@@ -468,7 +235,7 @@ def distributed_kmeans(
     in_loop_reseeds = 0
     while True:
         new_labels, distances = _assign(x, centroids, batch_size)
-        counts, sums = _local_stats(x, new_labels, k)
+        counts, sums = local_stats(x, new_labels, k)
         changed = 0.0 if labels is None else float((new_labels != labels).sum())
         changed_t = torch.tensor([changed], dtype=torch.float64, device=x.device)
         stats = comm.all_reduce_sum(torch.cat([counts, sums.flatten(), changed_t]))
@@ -478,14 +245,14 @@ def distributed_kmeans(
         labels = new_labels
         if iterations == niter or converged:
             break
-        in_loop_reseeds += _reseed_empty_clusters(
+        in_loop_reseeds += reseed_empty_clusters(
             x, labels, centroids, counts, sums, comm, row_offset
         )
         nonempty = counts > 0
         centroids[nonempty] = sums[nonempty] / counts[nonempty].unsqueeze(1)
         iterations += 1
 
-    n_reseeded = _reseed_empty_clusters(
+    n_reseeded = reseed_empty_clusters(
         x, labels, centroids, counts, sums, comm, row_offset, distances=distances
     )
     objective = comm.all_reduce_sum(distances.sum().reshape(1))

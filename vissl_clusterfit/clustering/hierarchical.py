@@ -10,7 +10,8 @@ from typing import Tuple
 
 import numpy as np
 
-from vissl_clusterfit.clustering.kmeans import run_kmeans
+from .kmeans import run_kmeans
+from .validation import check_num_clusters
 
 
 def hierarchical_kmeans(
@@ -20,10 +21,7 @@ def hierarchical_kmeans(
     the level-2 cluster within that group in [0, num_sub)."""
     if num_groups < 1 or num_sub < 1:
         raise ValueError(f"NUM_GROUPS={num_groups} and NUM_SUB={num_sub} must be >= 1")
-    if num_groups > len(x):
-        raise ValueError(
-            f"NUM_GROUPS={num_groups} is larger than the number of samples ({len(x)})"
-        )
+    check_num_clusters(num_groups, len(x), key="NUM_GROUPS")
     group = run_kmeans(x, num_groups, niter=niter, seed=seed).labels
     sub = np.zeros(len(x), dtype=np.int64)
     for g in range(num_groups):

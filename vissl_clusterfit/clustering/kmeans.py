@@ -8,60 +8,19 @@ training image, so, following the DeepCluster thesis (Caron 2018, Sec. 3.2
 splitting a non-empty one before the labels are returned.
 """
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import faiss
 import numpy as np
+import torch
 
-from .preprocess import check_finite
+from .comm import Comm
+from .reseed import local_stats, reseed_empty_clusters
+from .result import KMeansResult
+from .validation import check_num_clusters, validate_features
 
 
 __all__ = ["KMeansResult", "run_kmeans", "assign_to_centroids"]
-
-
-@dataclass
-class KMeansResult:
-    """Output of :func:`run_kmeans` and :func:`~.distributed_kmeans.distributed_kmeans`.
-
-    Attributes:
-        centroids: (K, D) float32 centroids the labels were assigned to.
-        labels: (N,) int64 cluster id of every sample (of the local shard in
-            the distributed case).
-        distances: (N,) float32 squared L2 distance of every sample to its
-            assigned centroid.
-        objective: sum of the squared distances over all samples (over all
-            ranks in the distributed case).
-        n_empty_reseeded: number of empty clusters re-seeded in the final fix-up.
-        iterations: number of centroid updates performed.
-    """
-
-    centroids: np.ndarray
-    labels: np.ndarray
-    distances: np.ndarray
-    objective: float
-    n_empty_reseeded: int
-    iterations: int
-
-
-def _validate_features(x: np.ndarray, name: str = "features") -> np.ndarray:
-    """Return ``x`` as a C-contiguous float32 (N, D) array, or raise ValueError."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array of shape (num_samples, feature_dim), got shape "
-            f"{x.shape}; reshape the features first"
-        )
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"{name} must be a floating point array, got dtype {x.dtype}; "
-            "convert it with .astype(np.float32)"
-        )
-    if x.shape[1] == 0:
-        raise ValueError(f"{name} have feature dimension 0; nothing to cluster")
-    check_finite(x, name)
-    # faiss only takes contiguous float32; reuse the buffer when it already is one.
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _resolve_use_gpu(use_gpu: Optional[bool]) -> bool:
@@ -96,8 +55,8 @@ def assign_to_centroids(
     Returns:
         (labels int64 (N,), squared L2 distances float32 (N,)).
     """
-    x = _validate_features(x)
-    centroids = _validate_features(centroids, "centroids")
+    x = validate_features(x)
+    centroids = validate_features(centroids, "centroids")
     if centroids.shape[1] != x.shape[1]:
         raise ValueError(
             f"centroids have dimension {centroids.shape[1]} but features have dimension "
@@ -131,7 +90,7 @@ def _fix_empty_clusters(
     Thesis Sec. 3.2: "we avoid empty clusters ... by assigning to an empty
     cluster half of the images assigned to a ... non-empty cluster". The split
     rule is shared with the distributed k-means (see
-    ``distributed_kmeans._reseed_empty_clusters``) so both give the same result.
+    ``reseed.reseed_empty_clusters``) so both give the same result.
 
     Args:
         x: (N, D) float32 features.
@@ -147,28 +106,20 @@ def _fix_empty_clusters(
     counts = np.bincount(labels, minlength=k)
     if (counts > 0).all():
         return centroids, labels, distances, 0
-    if k > x.shape[0]:
-        raise ValueError(
-            f"K={k} is larger than the number of samples N={x.shape[0]}; "
-            "some cluster must stay empty; lower K or use more data"
-        )
-    # Imported here: distributed_kmeans imports KMeansResult from this module.
-    import torch
-
-    from .distributed_kmeans import _Comm, _local_stats, _reseed_empty_clusters
-
+    # K > N: some cluster must stay empty whatever the split rule.
+    check_num_clusters(k, x.shape[0], key="K")
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     labels_t = torch.from_numpy(labels.astype(np.int64, copy=True))
     dist_t = torch.from_numpy(distances.astype(np.float64))
     cent_t = torch.from_numpy(centroids.astype(np.float64))
-    counts_t, sums_t = _local_stats(xt, labels_t, k)
-    n_reseeded = _reseed_empty_clusters(
+    counts_t, sums_t = local_stats(xt, labels_t, k)
+    n_reseeded = reseed_empty_clusters(
         xt,
         labels_t,
         cent_t,
         counts_t,
         sums_t,
-        _Comm(None, single_process=True),
+        Comm(None, single_process=True),
         row_offset=0,
         distances=dist_t,
     )
@@ -217,15 +168,9 @@ def run_kmeans(
     Returns:
         :class:`KMeansResult` with no empty cluster.
     """
-    x = _validate_features(x)
+    x = validate_features(x)
     n, d = x.shape
-    if int(k) != k or k < 1:
-        raise ValueError(f"K must be a positive integer, got {k!r}")
-    k = int(k)
-    if k > n:
-        raise ValueError(
-            f"K={k} is larger than the number of samples N={n}; lower K or use more data"
-        )
+    k = check_num_clusters(k, n, key="K")
     if niter < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     if max_points_per_centroid < 1:

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-from .kmeans import _validate_features
+from .validation import validate_features as _validate_features
 
 
 __all__ = ["make_knn_graph", "run_pic"]

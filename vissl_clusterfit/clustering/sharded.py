@@ -12,7 +12,7 @@ same way:
 - L2 normalisation is per row, so it is local;
 - k-means is :func:`.distributed_kmeans`, whose initial rows are drawn in the global
   row order (rank 0's rows first, then rank 1's...);
-- :func:`gather_rows` brings the per-row outputs (labels, distances: a few bytes per
+- :func:`.comm.gather_rows` brings the per-row outputs (labels, distances: a few bytes per
   image) to rank 0 in that global order.
 
 Memory per rank is its shard plus O(K * D + D * D). When the shards are contiguous
@@ -26,18 +26,12 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from .distributed_kmeans import _Comm, distributed_kmeans
-from .preprocess import (
-    PCAWhitening,
-    _check_order,
-    apply_preprocessing,
-    check_finite,
-    l2_normalize,
-    row_sum,
-    scatter,
-)
+from .comm import Comm, gather_rows
+from .distributed_kmeans import distributed_kmeans
+from .pca import PCAWhitening, row_sum, scatter
+from .preprocess import apply_preprocessing, l2_normalize
+from .validation import check_finite, check_order
 
 
 logger = logging.getLogger(__name__)
@@ -60,7 +54,7 @@ class ShardedClustering:
     clustered_dim: int
 
 
-def _check_shards(x_local: np.ndarray, comm: _Comm) -> List[int]:
+def _check_shards(x_local: np.ndarray, comm: Comm) -> List[int]:
     """Validate every rank's shard with one small all_gather; the shard sizes.
 
     A bad shard raises on every rank (with the same message) instead of leaving the
@@ -114,7 +108,7 @@ def fit_pca_sharded(
     ranks). ``sample_size`` rows are drawn by ``default_rng(seed)`` in the global row
     order, as :meth:`PCAWhitening.fit` draws them from the concatenated array.
     """
-    comm = _Comm(process_group)
+    comm = Comm(process_group)
     return _fit_pca(
         x_local, _check_shards(x_local, comm), comm, dim, whiten, sample_size, seed
     )
@@ -123,7 +117,7 @@ def fit_pca_sharded(
 def _fit_pca(
     x_local: np.ndarray,
     sizes: List[int],
-    comm: _Comm,
+    comm: Comm,
     dim: int,
     whiten: bool,
     sample_size: int,
@@ -177,8 +171,8 @@ def sharded_kmeans(
         pca_dim, whiten, l2_norm, order, pca_sample_size: as ``preprocess_features``.
         inplace: allow L2-normalising ``x_local`` in place.
     """
-    _check_order(order)
-    comm = _Comm(process_group)
+    check_order(order)
+    comm = Comm(process_group)
     sizes = _check_shards(x_local, comm)
     pca = None
     x = x_local
@@ -200,20 +194,3 @@ def sharded_kmeans(
         total=sum(sizes),
         clustered_dim=int(x.shape[1]),
     )
-
-
-def gather_rows(local: np.ndarray, dst: int = 0) -> Optional[np.ndarray]:
-    """Concatenate every rank's ``local`` rows in rank order on rank ``dst`` (None on
-    the others; ``local`` itself without ``torch.distributed``)."""
-    if (
-        not (dist.is_available() and dist.is_initialized())
-        or dist.get_world_size() == 1
-    ):
-        return local
-    gathered: Optional[List[np.ndarray]] = (
-        [None] * dist.get_world_size() if dist.get_rank() == dst else None  # type: ignore
-    )
-    dist.gather_object(local, gathered, dst=dst)
-    if gathered is None:
-        return None
-    return np.concatenate(gathered)
