@@ -1,13 +1,15 @@
-"""The plugin's config defaults and helpers to read them.
+"""The plugin's config defaults and config composition.
 
 The defaults live in one YAML file, ``configs/vissl_clusterfit_defaults/plugin.yaml``
 (each key commented there). Shipped configs include it through their hydra defaults
 list; ``add_plugin_defaults`` fills the same keys into any other VISSL config (e.g. a
-user's own YAML) without overriding what the user set.
+user's own YAML) without overriding what the user set. It runs at the two entry points
+a config reaches the plugin through: ``compose_config`` (our launcher) and
+``hooks.hook_generator`` (VISSL's own launcher).
 """
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import yaml
 
@@ -37,3 +39,20 @@ def add_plugin_defaults(cfg: Any) -> Any:
 
     _fill_missing(cfg, AttrDict(plugin_defaults()))
     return cfg
+
+
+def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any, Any]:
+    """``config=...`` overrides -> (args, config) AttrDicts, as VISSL's tool does, with
+    the plugin's defaults filled in."""
+    from omegaconf import OmegaConf
+    from vissl.utils.hydra_config import convert_to_attrdict
+
+    from vissl_clusterfit import compat
+
+    cfg = compat.compose_hydra_configuration(overrides)
+    # our configs tie values together with ${config...} interpolations (e.g. the N_cf
+    # head's output dim follows VCF.CLUSTERFIT.NUM_CLUSTERS); VISSL does not resolve them
+    OmegaConf.resolve(cfg)
+    args, config = convert_to_attrdict(cfg, dump_config=dump_config)
+    add_plugin_defaults(config)
+    return args, config

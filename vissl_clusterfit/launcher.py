@@ -6,25 +6,9 @@ Kept in the package (not in tools/) so that spawned workers can import it.
 """
 
 import sys
-from typing import Any, List, Tuple
+from typing import Any, List
 
-from vissl_clusterfit import compat
-from vissl_clusterfit.config import add_plugin_defaults
-
-
-def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any, Any]:
-    """``config=...`` overrides -> (args, config) AttrDicts, as VISSL's tool does, with
-    the plugin's defaults filled in."""
-    from omegaconf import OmegaConf
-    from vissl.utils.hydra_config import convert_to_attrdict
-
-    cfg = compat.compose_hydra_configuration(overrides)
-    # our configs tie values together with ${config...} interpolations (e.g. the N_cf
-    # head's output dim follows VCF.CLUSTERFIT.NUM_CLUSTERS); VISSL does not resolve them
-    OmegaConf.resolve(cfg)
-    args, config = convert_to_attrdict(cfg, dump_config=dump_config)
-    add_plugin_defaults(config)
-    return args, config
+from vissl_clusterfit.config import compose_config  # noqa: F401  (re-exported)
 
 
 def main(args: Any, cfg: Any) -> None:

@@ -24,9 +24,10 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir, read_meta
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 
 
 @dataclasses.dataclass
@@ -217,11 +218,10 @@ class Pipeline:
                     f"config.VCF.CLUSTERFIT.SEED={s.seed}",
                 ],
             )
-            meta_path = os.path.join(
-                self.out, ncf_name, "clusterfit", f"clusterfit_{p}_meta.json"
+            clusters[p] = read_meta(
+                clusterfit_output_dir("", os.path.join(self.out, ncf_name)),
+                f"clusterfit_{p}",
             )
-            with open(meta_path) as f:
-                clusters[p] = json.load(f)
         if s.with_random:
             models["random init"] = self.random_init_checkpoint()
         results: Dict[str, Dict[str, Dict[str, float]]] = {"fmnist": {}}

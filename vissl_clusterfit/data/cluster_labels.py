@@ -18,6 +18,7 @@ while writing leaves either the old complete set or no meta file, never a half f
 looks complete.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -28,6 +29,13 @@ import numpy as np
 
 
 META_SUFFIX = "_meta.json"
+TEST_SUFFIX = "_test"  # <name>_test_*: DATA.TEST assigned to the train centroids
+
+
+def clusterfit_output_dir(output_dir: str, checkpoint_dir: str) -> str:
+    """Where the label files live: ``VCF.CLUSTERFIT.OUTPUT_DIR``, or by default
+    ``<CHECKPOINT.DIR>/clusterfit``."""
+    return output_dir if output_dir else os.path.join(checkpoint_dir, "clusterfit")
 
 
 def label_paths(output_dir: str, name: str) -> Dict[str, str]:
@@ -56,19 +64,41 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: str, write: Any) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    """Write through ``<path>.<random>.tmp`` + rename; the file gets the mode a plain
+    ``open`` would give (mkstemp's 0600 would hide the labels from other users)."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_tmp(output_dir: str, name: str) -> int:
+    """Delete ``<name>_*.tmp`` files left by a killed write; returns how many."""
+    stale = glob.glob(
+        os.path.join(glob.escape(output_dir), glob.escape(name) + "_*.tmp")
+    )
+    for path in stale:
+        os.unlink(path)
+    return len(stale)
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
@@ -89,25 +119,56 @@ def write_label_files(
     paths = label_paths(output_dir, name)
     if os.path.exists(paths["meta"]):
         os.unlink(paths["meta"])  # the set is incomplete until the new meta lands
-    save_npy(paths["labels"], np.asarray(labels, dtype=np.int64))
-    save_npy(paths["centroids"], np.asarray(centroids, dtype=np.float32))
-    save_npy(paths["distances"], np.asarray(distances, dtype=np.float32))
-    for key, array in (extra_arrays or {}).items():
+    remove_stale_tmp(output_dir, name)
+    arrays = {
+        "labels": np.asarray(labels, dtype=np.int64),
+        "centroids": np.asarray(centroids, dtype=np.float32),
+        "distances": np.asarray(distances, dtype=np.float32),
+        **(extra_arrays or {}),
+    }
+    for key, array in arrays.items():
         save_npy(paths[key], array)
+    written = {key: paths[key] for key in arrays}
     if pca_state is not None:
         _atomic_write(paths["pca"], lambda f: np.savez(f, **pca_state))
-    meta = dict(meta, labels_sha256=file_sha256(paths["labels"]), files=paths)
+        written["pca"] = paths["pca"]
+    written["meta"] = paths["meta"]
+    meta = dict(meta, labels_sha256=file_sha256(paths["labels"]), files=written)
     _atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=2).encode()))
-    return paths
+    return written
 
 
 def read_meta(output_dir: str, name: str) -> Optional[Dict[str, Any]]:
-    """The meta of a complete label set, or None when there is none."""
+    """The meta of a complete label set, or None when there is none. Raises
+    ValueError naming the file when it is unreadable."""
     path = label_paths(output_dir, name)["meta"]
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"cluster label meta file {path} is unreadable ({e}): delete "
+            f"{os.path.join(output_dir, name)}_* to re-cluster"
+        ) from None
+
+
+def verify_label_set(output_dir: str, name: str, meta: Dict[str, Any]) -> None:
+    """Check that the labels file of a complete set is the one its meta describes
+    (present, same sha256): a deleted, tampered or swapped file is refused."""
+    path = label_paths(output_dir, name)["labels"]
+    fix = f"delete {os.path.join(output_dir, name)}_* to re-cluster"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"cluster label file {path} is missing although its meta file exists: {fix}"
+        )
+    expected = meta.get("labels_sha256")
+    if expected and file_sha256(path) != expected:
+        raise ValueError(
+            f"cluster label file {path} does not match the sha256 recorded in its meta "
+            f"file (it was modified or replaced after it was written): {fix}"
+        )
 
 
 def load_cluster_labels(
@@ -142,18 +203,17 @@ def load_cluster_labels(
             f"{expected_len} samples: it was made for another dataset or DATA_LIMIT. "
             "Delete it to re-cluster, or point LABEL_PATHS at the matching file"
         )
-    meta_path = (
-        path[: -len("_labels.npy")] + META_SUFFIX
-        if path.endswith("_labels.npy")
-        else ""
-    )
-    k = None
-    if meta_path and os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            k = json.load(f).get("num_clusters")
+    # a file of ours has a meta beside it: K and the sha256 come from there
+    meta, output_dir, name = None, "", ""
+    if path.endswith("_labels.npy"):
+        output_dir, name = os.path.split(path[: -len("_labels.npy")])
+        meta = read_meta(output_dir, name)
+    k = meta.get("num_clusters") if meta else None
     if len(labels) and (labels.min() < 0 or (k is not None and labels.max() >= k)):
         raise ValueError(
             f"cluster label file {path} has labels in [{labels.min()}, {labels.max()}], "
-            f"outside [0, {k}) (K from {meta_path}): the file is corrupt, delete it"
+            f"outside [0, {k}) (K from its meta file): the file is corrupt, delete it"
         )
+    if meta is not None:
+        verify_label_set(output_dir, name, meta)
     return labels.astype(np.int64)

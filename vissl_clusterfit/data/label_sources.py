@@ -12,14 +12,31 @@ them here; otherwise VISSL's code runs unchanged.
   Works with VISSL's samplers and collators because it is just GenericSSLDataset's
   ``label_objs``. With VISSL's own DATA_LIMIT subsetting (disk_filelist...), the file
   holds one label per subset position and is scattered to source indices here.
+- ``vcf_fashion_mnist_coarse``: Fashion-MNIST's 5 coarse groups (data/fashion_mnist_coarse.py).
+- ``vcf_fashion_mnist_tops``: the 4 tops classes of the ``vcf_fashion_mnist_tops`` source.
+- ``vcf_noisy:<inner>``: the labels of ``<inner>`` (any source above, or VISSL's
+  disk_filelist / disk_folder / torchvision_dataset) with uniform label noise
+  (ClusterFit Sec. 3.2, data/label_noise.py), set by ``DATA.<SPLIT>.VCF_LABEL_NOISE``
+  (RATE, SEED, NUM_CLASSES, RECORD_FILE). The flips are drawn over the positions the
+  split serves (after DATA_LIMIT, ours or VISSL's) and recorded in a JSON file, by
+  default ``<CHECKPOINT.DIR>/vcf_label_noise_<split>.json``.
 """
 
-from typing import Any, Callable, Dict
+import copy
+import logging
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 from vissl.data.ssl_dataset import GenericSSLDataset
 
-from vissl_clusterfit.data.cluster_labels import label_paths, load_cluster_labels
+from vissl_clusterfit.data import label_noise
+from vissl_clusterfit.data.cluster_labels import (
+    TEST_SUFFIX,
+    clusterfit_output_dir,
+    label_paths,
+    load_cluster_labels,
+)
+from vissl_clusterfit.data.fashion_mnist_coarse import coarse_labels
 
 
 CLUSTER_LABEL_SOURCE = "vcf_cluster_labels"
@@ -31,10 +48,11 @@ def cluster_label_path(cfg: Any, split: str = "TRAIN", index: int = 0) -> str:
     paths = cfg["DATA"][split].get("LABEL_PATHS", [])
     if index < len(paths) and paths[index] not in ("", "auto"):
         return paths[index]
-    from vissl_clusterfit.hooks.clusterfit_hook import clusterfit_output_dir
-
-    name = cfg.VCF.CLUSTERFIT.NAME + ("" if split == "TRAIN" else "_test")
-    return label_paths(clusterfit_output_dir(cfg), name)["labels"]
+    c = cfg.VCF.CLUSTERFIT
+    name = c.NAME + ("" if split == "TRAIN" else TEST_SUFFIX)
+    return label_paths(clusterfit_output_dir(c.OUTPUT_DIR, cfg.CHECKPOINT.DIR), name)[
+        "labels"
+    ]
 
 
 def _source_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
@@ -66,11 +84,133 @@ def _cluster_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
     return labels
 
 
+def _coarse_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
+    if dataset.data_sources[idx] != "vcf_fashion_mnist":
+        raise ValueError(
+            f"LABEL_SOURCES[{idx}]=vcf_fashion_mnist_coarse maps Fashion-MNIST's labels "
+            f"and needs DATA_SOURCES[{idx}]=vcf_fashion_mnist, not "
+            f"{dataset.data_sources[idx]}"
+        )
+    return coarse_labels(_source_labels(dataset, idx))
+
+
+NOISY_PREFIX = "vcf_noisy:"
+# VISSL's own label sources that vcf_noisy:<inner> can wrap (synthetic labels are all 0)
+VISSL_NOISY_INNER = ("disk_filelist", "disk_folder", "torchvision_dataset")
+
+
+def _vissl_labels(dataset: GenericSSLDataset, idx: int, source: str) -> np.ndarray:
+    # VISSL's loader reads every label source of the split: run it on a shallow copy
+    # that holds only entry idx, with `source` as its label source
+    one = copy.copy(dataset)
+    one.label_sources = [source]
+    for name in ("label_paths", "data_sources", "data_paths", "data_objs"):
+        setattr(one, name, list(getattr(dataset, name))[idx : idx + 1])
+    one.label_objs = []
+    _original_load_labels(one)
+    labels = one.label_objs[0]
+    if isinstance(labels, list):
+        raise ValueError(
+            f"{NOISY_PREFIX}{source} needs one label file per data source, got {len(labels)}"
+        )
+    return np.asarray(labels)
+
+
+def _served_source_indices(
+    dataset: GenericSSLDataset, clean: np.ndarray
+) -> Optional[np.ndarray]:
+    """The source index of each served position when GenericSSLDataset subsets
+    (DATA_LIMIT on VISSL's data sources); None when position = source index (ours
+    subset inside the data source)."""
+    if not (dataset.data_limit >= 0 and dataset._can_random_subset_data_sources()):
+        return None
+    if not dataset._subset_initialized:
+        # balanced sub-sampling reads label_objs[0], not filled yet: the clean labels
+        loaded = dataset.label_objs
+        dataset.label_objs = [clean]
+        try:
+            dataset._init_image_and_label_subset()
+        finally:
+            dataset.label_objs = loaded
+    return np.asarray(dataset.image_and_label_subset, dtype=np.int64)
+
+
+def _noisy_loader(inner: str) -> Callable[[GenericSSLDataset, int], np.ndarray]:
+    def load(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
+        split_cfg = dataset.cfg["DATA"][dataset.split]
+        settings = label_noise.LabelNoiseSettings.from_split_config(
+            split_cfg, dataset.split
+        )
+        if inner in LABEL_SOURCE_LOADERS:
+            clean = np.asarray(LABEL_SOURCE_LOADERS[inner](dataset, idx))
+        else:
+            clean = _vissl_labels(dataset, idx, inner)
+        if clean.ndim != 1 or not np.issubdtype(clean.dtype, np.integer):
+            raise ValueError(
+                f"{NOISY_PREFIX}{inner} needs integer class labels, got shape "
+                f"{clean.shape} dtype {clean.dtype}"
+            )
+        num_classes = label_noise.resolve_num_classes(clean, settings.num_classes)
+        served = _served_source_indices(dataset, clean)
+        served_clean = clean if served is None else clean[served]
+        noisy, positions = label_noise.inject_uniform_noise(
+            served_clean, settings.rate, settings.seed, num_classes
+        )
+        if served is not None:
+            source_indices = served[positions]
+        elif hasattr(dataset.data_objs[idx], "indices"):
+            source_indices = np.asarray(dataset.data_objs[idx].indices)[positions]
+        else:
+            source_indices = None
+        path = label_noise.record_path(
+            settings, dataset.cfg["CHECKPOINT"]["DIR"], dataset.split, idx
+        )
+        describe = {
+            "split": dataset.split,
+            "label_source": NOISY_PREFIX + inner,
+            "data_source": dataset.data_sources[idx],
+            "dataset_name": dataset.dataset_names[idx],
+            "num_positions": int(len(served_clean)),
+        }
+        label_noise.write_record(
+            path,
+            label_noise.noise_record(
+                settings,
+                served_clean.astype(np.int64),
+                noisy,
+                positions,
+                num_classes,
+                source_indices,
+                describe,
+            ),
+        )
+        logging.info(
+            f"[vcf] label noise p={settings.rate} seed={settings.seed}: "
+            f"{len(positions)} of {int((served_clean >= 0).sum())} labels of "
+            f"{dataset.split} flipped, recorded in {path}"
+        )
+        if served is None:
+            return noisy
+        out = clean.astype(np.int64)
+        out[served] = noisy
+        return out
+
+    return load
+
+
 LABEL_SOURCE_LOADERS: Dict[str, Callable[[GenericSSLDataset, int], np.ndarray]] = {
     "vcf_fashion_mnist": _source_labels,
     "vcf_digits": _source_labels,
     CLUSTER_LABEL_SOURCE: _cluster_labels,
+    "vcf_fashion_mnist_coarse": _coarse_labels,
+    "vcf_fashion_mnist_tops": _source_labels,
 }
+LABEL_SOURCE_LOADERS.update(
+    {
+        NOISY_PREFIX + inner: _noisy_loader(inner)
+        for inner in [*LABEL_SOURCE_LOADERS, *VISSL_NOISY_INNER]
+    }
+)
 
 _original_load_labels = GenericSSLDataset.load_labels
 

@@ -13,6 +13,8 @@ from vissl.engines.engine_registry import Engine, register_engine
 from vissl.utils.env import set_env_vars
 from vissl.utils.logger import setup_logging, shutdown_logging
 
+from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
+
 
 @register_engine("vcf_cluster")
 class ClusterEngine(Engine):
@@ -28,16 +30,13 @@ class ClusterEngine(Engine):
     ) -> None:
         from vissl.trainer import SelfSupervisionTrainer
 
-        from vissl_clusterfit.config import add_plugin_defaults
-        from vissl_clusterfit.hooks.clusterfit_hook import cluster_dataset
-
         set_env_vars(local_rank, node_id, cfg)
         setup_logging(
             __name__, output_dir=checkpoint_folder, rank=int(os.environ["RANK"])
         )
-        add_plugin_defaults(cfg)
+        params = ClusterFitParams.from_config(cfg)
         # VISSL's trainer sets up torch.distributed and the device exactly as for training
         trainer = SelfSupervisionTrainer(cfg, dist_run_id)
-        meta = cluster_dataset(cfg, device=trainer.task.device)
+        meta = run_cluster_step(cfg, params, device=trainer.task.device)
         logging.info(f"[vcf] cluster label files: {meta['files']}")
         shutdown_logging()

@@ -13,17 +13,16 @@ from classy_vision.hooks import ClassyHook
 from vissl.hooks import default_hook_generator
 
 from vissl_clusterfit.config import add_plugin_defaults
+from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
+from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
+    # configs that reach us through VISSL's own launcher may lack the plugin's keys
     add_plugin_defaults(cfg)
     hooks = default_hook_generator(cfg)
     if cfg.VCF.CLUSTERFIT.ENABLED:
-        from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
-
         hooks.append(ClusterFitHook(cfg))
     if cfg.VCF.DEEPCLUSTER.ENABLED:
-        from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
-
         hooks.append(DeepClusterHook(cfg))
     return hooks

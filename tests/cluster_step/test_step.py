@@ -1,4 +1,4 @@
-"""The extract-and-cluster step in-process: labels, reuse, refusal, every bad input."""
+"""ClusterFit's cluster step in-process: labels, reuse, refusal, every bad input."""
 
 import os
 
@@ -8,9 +8,23 @@ import torch
 
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
+from vissl_clusterfit import clustering
+from vissl_clusterfit.cluster_step import (
+    ClusterFitParams,
+    extraction as fx,
+    npre as npre_loading,
+    run_cluster_step,
+)
+from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.cluster_labels import label_paths, read_meta
-from vissl_clusterfit.hooks import clusterfit_hook as ch, feature_extraction as fx
-from vissl_clusterfit.launcher import compose_config
+
+
+def cluster_dataset(cfg):
+    return run_cluster_step(cfg, ClusterFitParams.from_config(cfg))
+
+
+def output_dir(cfg):
+    return os.path.join(cfg.CHECKPOINT.DIR, "clusterfit")  # OUTPUT_DIR="" default
 
 
 def save_untrained_npre(folder: str, seed: int = 0) -> str:
@@ -63,8 +77,8 @@ def test_cluster_dataset_writes_valid_labels_and_reuses(
     idx_dir, npre, tmp_path, monkeypatch
 ):
     cfg = ncf_cfg(idx_dir, tmp_path, npre)
-    meta = ch.cluster_dataset(cfg)
-    paths = label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")
+    meta = cluster_dataset(cfg)
+    paths = label_paths(output_dir(cfg), "clusterfit")
     labels = np.load(paths["labels"])
     assert labels.shape == (120,) and labels.min() >= 0 and labels.max() < 6
     assert meta["num_clusters"] == 6 and meta["num_samples"] == 120
@@ -75,20 +89,20 @@ def test_cluster_dataset_writes_valid_labels_and_reuses(
     assert centroids.shape == (6, meta["clustered_dim"])
     # second run: nothing is recomputed
     monkeypatch.setattr(
-        fx, "build_npre_trunk", lambda *a, **k: pytest.fail("recomputed")
+        npre_loading, "build_npre_trunk", lambda *a, **k: pytest.fail("recomputed")
     )
-    again = ch.cluster_dataset(cfg)
+    again = cluster_dataset(cfg)
     assert again["fingerprint"] == meta["fingerprint"]
 
 
 def test_other_settings_are_refused(idx_dir, npre, tmp_path):
-    ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre))
+    cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre))
     with pytest.raises(ValueError, match=r"other settings \(num_clusters: 6 -> 7"):
-        ch.cluster_dataset(
+        cluster_dataset(
             ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.NUM_CLUSTERS=7")
         )
     with pytest.raises(ValueError, match="dataset.limit: 120 -> 100"):
-        ch.cluster_dataset(
+        cluster_dataset(
             ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100")
         )
 
@@ -100,11 +114,11 @@ def test_label_source_serves_labels_and_checks_length(idx_dir, npre, tmp_path):
     ds = build_dataset(cfg, "TRAIN")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ds.load_labels()
-    ch.cluster_dataset(cfg)
+    cluster_dataset(cfg)
     from vissl_clusterfit.data.label_sources import reload_labels
 
     reload_labels(ds)
-    labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["labels"])
+    labels = np.load(label_paths(output_dir(cfg), "clusterfit")["labels"])
     assert [int(ds[i]["label"][0]) for i in range(5)] == labels[:5].tolist()
     # the same files read by a dataset of another length are refused
     other = ncf_cfg(idx_dir, tmp_path, npre, "config.DATA.TRAIN.DATA_LIMIT=100")
@@ -143,8 +157,8 @@ def test_bad_inputs_fail_clearly_and_write_nothing(
 ):
     cfg = ncf_cfg(idx_dir, tmp_path, npre, override)
     with pytest.raises(error, match=match):
-        ch.cluster_dataset(cfg)
-    assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
+        cluster_dataset(cfg)
+    assert read_meta(output_dir(cfg), "clusterfit") is None
 
 
 def test_corrupt_checkpoint(idx_dir, tmp_path):
@@ -152,16 +166,16 @@ def test_corrupt_checkpoint(idx_dir, tmp_path):
     bad.write_bytes(b"this is not a checkpoint")
     (tmp_path / "train_config.yaml").write_text("MODEL: {}\n")
     with pytest.raises(ValueError, match="bad.torch is corrupt"):
-        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(bad)))
+        cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(bad)))
 
 
 def test_missing_model_config_next_to_checkpoint(idx_dir, npre, tmp_path):
     lonely = tmp_path / "lonely.torch"
     lonely.write_bytes(open(npre, "rb").read())
     with pytest.raises(FileNotFoundError, match="NPRE_CONFIG"):
-        ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(lonely)))
+        cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(lonely)))
     # with NPRE_CONFIG it works
-    meta = ch.cluster_dataset(
+    meta = cluster_dataset(
         ncf_cfg(
             idx_dir,
             tmp_path / "out",
@@ -183,16 +197,16 @@ def test_nan_features_are_refused(idx_dir, npre, tmp_path, monkeypatch):
     monkeypatch.setattr(fx, "extract_features", nan_features)
     cfg = ncf_cfg(idx_dir, tmp_path, npre)
     with pytest.raises(ValueError, match="NaN|inf"):
-        ch.cluster_dataset(cfg)
-    assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
+        cluster_dataset(cfg)
+    assert read_meta(output_dir(cfg), "clusterfit") is None
 
 
 def test_killed_run_completes_with_same_labels(idx_dir, npre, tmp_path, monkeypatch):
-    reference = ch.cluster_dataset(ncf_cfg(idx_dir, tmp_path / "ref", npre))
+    reference = cluster_dataset(ncf_cfg(idx_dir, tmp_path / "ref", npre))
     ref_labels = np.load(reference["files"]["labels"])
     cfg = ncf_cfg(idx_dir, tmp_path / "killed", npre)
     for stage in ("extract_features", "run_kmeans"):
-        target = fx if stage == "extract_features" else ch.clustering
+        target = fx if stage == "extract_features" else clustering
         with monkeypatch.context() as m:
             m.setattr(
                 target,
@@ -200,9 +214,9 @@ def test_killed_run_completes_with_same_labels(idx_dir, npre, tmp_path, monkeypa
                 lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt(stage)),
             )
             with pytest.raises(KeyboardInterrupt):
-                ch.cluster_dataset(cfg)
-        assert read_meta(ch.clusterfit_output_dir(cfg), "clusterfit") is None
-    done = ch.cluster_dataset(cfg)
+                cluster_dataset(cfg)
+        assert read_meta(output_dir(cfg), "clusterfit") is None
+    done = cluster_dataset(cfg)
     np.testing.assert_array_equal(np.load(done["files"]["labels"]), ref_labels)
 
 
@@ -216,11 +230,9 @@ def test_multitask_concatenates_features_and_assigns_test(idx_dir, npre, tmp_pat
         "config.VCF.CLUSTERFIT.ASSIGN_TEST=true",
         "config.DATA.TEST.DATA_LIMIT=50",
     )
-    meta = ch.cluster_dataset(cfg)
+    meta = cluster_dataset(cfg)
     assert meta["feature_dim"] == 128 + 64  # res5 (128) + res4 (64), avg-pooled
-    test_labels = np.load(
-        label_paths(ch.clusterfit_output_dir(cfg), "clusterfit_test")["labels"]
-    )
+    test_labels = np.load(label_paths(output_dir(cfg), "clusterfit_test")["labels"])
     assert test_labels.shape == (50,) and test_labels.max() < 6
 
 
@@ -256,8 +268,8 @@ def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
         "config.VCF.CLUSTERFIT.KMEANS_BACKEND=distributed",
         "config.VCF.CLUSTERFIT.PCA_DIM=16",
     )
-    meta = ch.cluster_dataset(cfg)
-    labels = np.load(label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["labels"])
+    meta = cluster_dataset(cfg)
+    labels = np.load(label_paths(output_dir(cfg), "clusterfit")["labels"])
     assert labels.shape == (120,) and sorted(np.unique(labels)) == list(range(6))
     assert meta["settings"]["kmeans_backend"] == "distributed"
     assert meta["clustered_dim"] == 16 and meta["metrics"]["num_empty"] == 0
@@ -265,14 +277,12 @@ def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
 
 def test_bad_kmeans_backend(idx_dir, npre, tmp_path):
     with pytest.raises(ValueError, match="KMEANS_BACKEND=spark is not supported"):
-        ch.cluster_dataset(
+        cluster_dataset(
             ncf_cfg(
                 idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.KMEANS_BACKEND=spark"
             )
         )
-    assert not os.path.exists(
-        ch.clusterfit_output_dir(ncf_cfg(idx_dir, tmp_path, npre))
-    )
+    assert not os.path.exists(output_dir(ncf_cfg(idx_dir, tmp_path, npre)))
 
 
 def test_pooling():
@@ -284,10 +294,8 @@ def test_pooling():
 
 def test_distill_writes_teacher_logits(idx_dir, npre, tmp_path):
     cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.DISTILL=true")
-    meta = ch.cluster_dataset(cfg)
-    logits = np.load(
-        label_paths(ch.clusterfit_output_dir(cfg), "clusterfit")["teacher_logits"]
-    )
+    meta = cluster_dataset(cfg)
+    logits = np.load(label_paths(output_dir(cfg), "clusterfit")["teacher_logits"])
     assert (
         logits.shape == (120, 4) and np.isfinite(logits).all()
     )  # RotNet head: 4 rotations

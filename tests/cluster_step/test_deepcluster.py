@@ -7,8 +7,10 @@ import torch
 
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
+from vissl_clusterfit.cluster_step import DeepClusterParams, deepcluster as dc
+from vissl_clusterfit.cluster_step.training import reset_head
+from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
-from vissl_clusterfit.launcher import compose_config
 
 
 def dc_cfg(tmp_path, idx_dir, *extra):
@@ -44,17 +46,16 @@ class _Task:
 def test_reset_head_reinitialises_and_clears_its_optimizer_state(tmp_path, idx_dir):
     cfg = dc_cfg(tmp_path, idx_dir)
     task = _Task(cfg)
-    hook = DeepClusterHook(cfg)
     head = task.base_model.heads[-1]
     before = [p.detach().clone() for p in head.parameters()]
     trunk_param = next(task.base_model.trunk.parameters())
-    hook._reset_head(task)
+    reset_head(task, seed=1000)
     assert all(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
     assert all(p not in task.optimizer.state for p in head.parameters())
     assert trunk_param in task.optimizer.state  # the trunk keeps its momentum
     # identical on every rank: the reset is seeded by the round
     task2 = _Task(cfg)
-    DeepClusterHook(cfg)._reset_head(task2)
+    reset_head(task2, seed=1000)
     for a, b in zip(head.parameters(), task2.base_model.heads[-1].parameters()):
         torch.testing.assert_close(a, b)
 
@@ -62,18 +63,21 @@ def test_reset_head_reinitialises_and_clears_its_optimizer_state(tmp_path, idx_d
 @pytest.mark.parametrize("algorithm", ["kmeans", "pic"])
 def test_cluster_round_records_metrics(tmp_path, idx_dir, algorithm):
     cfg = dc_cfg(tmp_path, idx_dir, f"config.VCF.DEEPCLUSTER.ALGORITHM={algorithm}")
-    hook = DeepClusterHook(cfg)
-    from vissl_clusterfit.hooks import feature_extraction as fx
-
-    hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
+    params = DeepClusterParams.from_config(cfg)
+    truth = np.repeat(np.arange(3), 30)
     rng = np.random.RandomState(0)
     feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(
         np.float32
     )
-    labels = hook._cluster(feats, epoch=0, t_extract=0.0)
+
+    def round_(epoch, previous):
+        record = dc.cluster_features(params, feats.copy(), epoch)
+        record.update(round=epoch, epoch=epoch, extract_s=0.0)
+        return dc.log_round(params, record, truth, previous)
+
+    labels = round_(0, None)
     assert labels.shape == (90,) and labels.min() >= 0
-    hook.state["labels"] = labels
-    hook._cluster(feats, epoch=1, t_extract=0.0)
+    round_(1, labels)
     rounds = [
         json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))
     ]
@@ -90,15 +94,14 @@ def test_bad_algorithm(tmp_path, idx_dir):
 
 def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
     cfg = dc_cfg(tmp_path, idx_dir, "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed")
-    hook = DeepClusterHook(cfg)
-    from vissl_clusterfit.hooks import feature_extraction as fx
-
-    hook._extraction_dataset = fx.extraction_dataset(cfg, "TRAIN")
+    params = DeepClusterParams.from_config(cfg)
     rng = np.random.RandomState(0)
     feats = np.concatenate([rng.randn(30, 16) + 8 * i for i in range(3)]).astype(
         np.float32
     )
-    labels = hook._cluster_sharded(feats, epoch=0, t_extract=0.0)
+    record = dc.cluster_features_sharded(params, feats, epoch=0)
+    record.update(round=0, epoch=0, extract_s=0.0)
+    labels = dc.log_round(params, record, None, None)
     assert labels.shape == (90,) and len(np.unique(labels)) == 6
     rounds = [
         json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))

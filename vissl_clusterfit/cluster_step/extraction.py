@@ -1,0 +1,201 @@
+"""Feature extraction of a dataset, sharded over VISSL's processes.
+
+ClusterFit (Yan et al. 2020, Sec. 3.1) clusters N_pre's features at one layer (res5 by
+default); DeepCluster (thesis Sec. 3.1) those of the network being trained.
+
+Sharding: the dataset is cut into global batches of ``batch_size`` images; rank r takes
+batches r, r+W, r+2W... Every image is therefore computed inside the same batch whatever
+the number of processes, so features (and labels) are bit-identical with 1 or N
+processes. Rank 0 gathers them in dataset order.
+"""
+
+import copy
+import logging
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vissl_clusterfit.clustering.comm import rank_and_world
+
+
+# (trunk, feature name, pooling): one entry per network whose features are concatenated
+TrunkLayer = Tuple[torch.nn.Module, str, str]
+
+
+def ground_truth(dataset: Any) -> Optional[np.ndarray]:
+    """The data source's class labels (for cluster metrics only), when it has any."""
+    data_obj = dataset.data_objs[0]
+    if hasattr(data_obj, "get_labels"):
+        return np.asarray(data_obj.get_labels(), dtype=np.int64)
+    return None
+
+
+def feature_names(trunk: torch.nn.Module) -> List[str]:
+    mapping = getattr(trunk, "feat_eval_mapping", None)
+    if mapping:
+        return list(mapping.keys())
+    blocks = getattr(trunk, "_feature_blocks", None)
+    return list(blocks.keys()) if blocks is not None else []
+
+
+def check_layer(
+    trunk: torch.nn.Module, layer: str, key: str = "config.VCF.CLUSTERFIT.FEATURE_LAYER"
+) -> None:
+    names = feature_names(trunk)
+    if layer not in names:
+        raise ValueError(
+            f"{key}={layer} is not a feature of the trunk ({type(trunk).__name__}); "
+            f"available: {', '.join(names)}"
+        )
+
+
+def pool_features(feat: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, D): global average / max pooling or flattening (the name
+    is validated with the config: params.POOLINGS)."""
+    if feat.dim() == 2:
+        return feat
+    if pooling == "avg":
+        return feat.flatten(2).mean(-1)
+    if pooling == "max":
+        return feat.flatten(2).amax(-1)
+    if pooling == "flatten":
+        return feat.flatten(1)
+    raise ValueError(f"pooling={pooling}: use avg, max or flatten")
+
+
+def rank_batches(
+    n: int, batch_size: int, rank: int, world: int, contiguous: bool = False
+) -> List[np.ndarray]:
+    """Global batches of ``batch_size`` consecutive indices; rank r gets r, r+W, ...
+
+    ``contiguous``: rank r gets a contiguous run of global batches instead (ranks in
+    order cover the dataset in order), as the sharded k-means needs (its global row
+    order is rank 0's rows, then rank 1's...). Same batches, so same features.
+    """
+    if contiguous:
+        num = (n + batch_size - 1) // batch_size
+        first, last = rank * num // world, (rank + 1) * num // world
+        return [
+            np.arange(b * batch_size, min((b + 1) * batch_size, n))
+            for b in range(first, last)
+        ]
+    starts = range(rank * batch_size, n, world * batch_size)
+    return [np.arange(s, min(s + batch_size, n)) for s in starts]
+
+
+class _IndexedImages(torch.utils.data.Dataset):
+    """Item i -> (transformed image tensor of dataset[i], i)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> Tuple[torch.Tensor, int]:
+        return self.dataset[idx]["data"][0], idx
+
+
+def extraction_dataset(
+    cfg: Any, transforms: Sequence[Dict[str, Any]], split: str = "TRAIN"
+) -> Any:
+    """The split's GenericSSLDataset with the given deterministic transforms and no
+    labels (the data as the extracted network sees it)."""
+    from vissl.data import build_dataset
+
+    ecfg = copy.deepcopy(cfg)
+    split_cfg = ecfg.DATA[split]
+    split_cfg.TRANSFORMS = [dict(t) for t in transforms]
+    split_cfg.LABEL_SOURCES = []
+    split_cfg.LABEL_TYPE = "sample_index"
+    return build_dataset(ecfg, split)
+
+
+def _gather_in_order(
+    local: np.ndarray, n: int, batch_size: int, rank: int, world: int
+) -> Optional[np.ndarray]:
+    """Rank 0: every rank's rows placed at their dataset positions; None elsewhere.
+    A rank without a batch sends an empty array (fewer images than batches x ranks)."""
+    gathered: Optional[List[Any]] = [None] * world if rank == 0 else None
+    dist.gather_object(local, gathered, dst=0)
+    if rank != 0:
+        return None
+    dim = max(g.shape[1] for g in gathered if g.size)
+    out = np.empty((n, dim), dtype=np.float32)
+    for r, g in enumerate(gathered):
+        batches = rank_batches(n, batch_size, r, world)
+        if batches:
+            out[np.concatenate(batches)] = g
+    return out
+
+
+@torch.no_grad()
+def extract_features(
+    trunks: List[TrunkLayer],
+    dataset: Any,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    log_every_s: float = 10.0,
+    shard: bool = True,
+    gather: bool = True,
+) -> Optional[np.ndarray]:
+    """Features of every sample, the pooled layer of each trunk concatenated
+    (multi-task ClusterFit), on rank 0 as ``(N, D)`` float32 in dataset order; None on
+    other ranks.
+
+    ``shard=False``: this process alone extracts everything (no collective calls).
+    ``gather=False``: nothing is gathered; every rank returns the features of its own
+    contiguous block of the dataset (``rank_batches(..., contiguous=True)``), for the
+    sharded k-means.
+    """
+    rank, world = rank_and_world() if shard else (0, 1)
+    n = len(dataset)
+    batches = rank_batches(n, batch_size, rank, world, contiguous=not gather)
+    if not gather and (n + batch_size - 1) // batch_size < world:
+        # checked identically on every rank, so all of them raise (no hung collective)
+        raise ValueError(
+            f"{n} images in batches of {batch_size} leave some of the {world} ranks "
+            "without an extraction batch: lower the extraction BATCHSIZE"
+        )
+    loader = torch.utils.data.DataLoader(
+        _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
+    )
+    for trunk, layer, _ in trunks:
+        trunk.to(device).eval()
+        check_layer(trunk, layer)
+    # written in place into one preallocated array: a list of batches concatenated at
+    # the end would hold the features twice at the peak
+    n_local = sum(map(len, batches))
+    local: Optional[np.ndarray] = None
+    done, t0, last = 0, time.time(), time.time()
+    for images, _ in loader:
+        images = images.to(device)
+        parts = [
+            pool_features(trunk(images, out_feat_keys=[layer])[0], pooling)
+            .float()
+            .cpu()
+            for trunk, layer, pooling in trunks
+        ]
+        feats = torch.cat(parts, 1).numpy()
+        if local is None:
+            local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
+        local[done : done + len(feats)] = feats
+        done += len(images)
+        if time.time() - last > log_every_s:
+            last = time.time()
+            logging.info(
+                f"[vcf] extracting features: rank {rank} {done}/{n_local} images, "
+                f"{done / (last - t0):.0f} img/s"
+            )
+    if local is None:
+        local = np.zeros((0, 0), np.float32)
+    logging.info(
+        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s"
+    )
+    if world == 1 or not gather:
+        return local
+    return _gather_in_order(local, n, batch_size, rank, world)
