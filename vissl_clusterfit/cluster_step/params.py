@@ -186,6 +186,17 @@ class ClusterFitParams:
     def distributed(self) -> bool:
         return self.kmeans_backend == "distributed"
 
+    def preprocessing(self) -> Dict[str, Any]:
+        """Keyword arguments of clustering.preprocess_features / sharded_kmeans."""
+        return {
+            "pca_dim": self.pca_dim,
+            "whiten": self.whiten,
+            "l2_norm": self.l2_norm,
+            "order": self.order,
+            "pca_sample_size": self.pca_sample_size,
+            "seed": self.seed,
+        }
+
     def settings(self) -> Dict[str, Any]:
         """The label-determining settings (without the data set and checkpoint hashes),
         in the meta file's layout."""

@@ -41,14 +41,7 @@ def cluster_on_rank0(params: ClusterFitParams, feats: np.ndarray) -> ClusterResu
     )
     feature_dim = int(feats.shape[1])
     x, pca = clustering.preprocess_features(
-        feats,
-        pca_dim=params.pca_dim,
-        whiten=params.whiten,
-        l2_norm=params.l2_norm,
-        order=params.order,
-        pca_sample_size=params.pca_sample_size,
-        seed=params.seed,
-        inplace=True,
+        feats, inplace=True, **params.preprocessing()
     )
     del feats
     res = clustering.run_kmeans(
@@ -85,16 +78,7 @@ def cluster_sharded(
     )
     feature_dim = int(feats_local.shape[1])
     res = clustering.sharded_kmeans(
-        feats_local,
-        k,
-        pca_dim=params.pca_dim,
-        whiten=params.whiten,
-        l2_norm=params.l2_norm,
-        order=params.order,
-        pca_sample_size=params.pca_sample_size,
-        niter=params.niter,
-        seed=params.seed,
-        inplace=True,
+        feats_local, k, niter=params.niter, inplace=True, **params.preprocessing()
     )
     del feats_local
     labels = clustering.gather_rows(res.labels)

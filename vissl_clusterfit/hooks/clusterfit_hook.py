@@ -11,23 +11,13 @@ Config params: ``config.VCF.CLUSTERFIT`` (configs/vissl_clusterfit_defaults/plug
 import logging
 from typing import Any
 
-from classy_vision.hooks.classy_hook import ClassyHook
-
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
 from vissl_clusterfit.cluster_step.training import check_head
 from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
+from vissl_clusterfit.hooks.base import VcfHook
 
 
-class ClusterFitHook(ClassyHook):
-    on_phase_start = ClassyHook._noop
-    on_forward = ClassyHook._noop
-    on_loss_and_meter = ClassyHook._noop
-    on_backward = ClassyHook._noop
-    on_update = ClassyHook._noop
-    on_step = ClassyHook._noop
-    on_phase_end = ClassyHook._noop
-    on_end = ClassyHook._noop
-
+class ClusterFitHook(VcfHook):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.cfg = cfg

@@ -18,23 +18,15 @@ import logging
 from typing import Any, Dict
 
 import numpy as np
-from classy_vision.hooks.classy_hook import ClassyHook
 
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
 from vissl_clusterfit.cluster_step.training import install_labels, reset_head
+from vissl_clusterfit.hooks.base import VcfHook
 
 
-class DeepClusterHook(ClassyHook):
-    on_forward = ClassyHook._noop
-    on_loss_and_meter = ClassyHook._noop
-    on_backward = ClassyHook._noop
-    on_update = ClassyHook._noop
-    on_step = ClassyHook._noop
-    on_phase_end = ClassyHook._noop
-    on_end = ClassyHook._noop
-
+class DeepClusterHook(VcfHook):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.cfg = cfg
