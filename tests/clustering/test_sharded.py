@@ -14,7 +14,9 @@ from vissl_clusterfit.clustering import (
     PCAWhitening,
     fit_pca_sharded,
     gather_rows,
+    hierarchical_kmeans,
     preprocess_features,
+    sharded_hierarchical_kmeans,
     sharded_kmeans,
 )
 
@@ -39,6 +41,9 @@ SCENARIOS = {
     ),
     "no_l2": dict(k=6, niter=10, seed=4, l2_norm=False),
 }
+HIERARCHICAL = dict(
+    num_groups=2, num_sub=3, niter=10, seed=6, pca_dim=8, order="l2_pca"
+)
 
 
 def _worker(rank: int, out_dir: str) -> None:
@@ -54,6 +59,14 @@ def _worker(rank: int, out_dir: str) -> None:
             centroids=res.centroids,
             total=res.total,
         )
+    hier = sharded_hierarchical_kmeans(shard.copy(), inplace=True, **HIERARCHICAL)
+    np.savez(
+        os.path.join(out_dir, f"hierarchical_{rank}.npz"),
+        group=hier.group,
+        sub=hier.sub,
+        total=hier.total,
+        dim=hier.clustered_dim,
+    )
     pca = fit_pca_sharded(shard, 5, whiten=True, sample_size=200, seed=7)
     np.savez(os.path.join(out_dir, f"pca_{rank}.npz"), **pca.state_dict())
     bad = shard.copy()
@@ -87,6 +100,27 @@ def test_two_ranks_give_the_single_process_labels(two_ranks, name):
     np.testing.assert_array_equal(r0["centroids"], r1["centroids"])
     # the clustering is meaningful: the 6 planted groups are found
     assert len(np.unique(single.labels)) == 6
+
+
+def test_hierarchical_two_ranks_give_the_single_process_labels(two_ranks):
+    single = sharded_hierarchical_kmeans(_data(), **HIERARCHICAL)
+    parts = [
+        dict(np.load(os.path.join(two_ranks, f"hierarchical_{r}.npz")))
+        for r in range(2)
+    ]
+    assert parts[0]["group"].shape == (SPLIT,) and int(parts[0]["total"]) == 500
+    assert int(parts[1]["dim"]) == 8 == single.clustered_dim
+    np.testing.assert_array_equal(
+        np.concatenate([p["group"] for p in parts]), single.group
+    )
+    np.testing.assert_array_equal(np.concatenate([p["sub"] for p in parts]), single.sub)
+    # one process: the same labels as pre-processing then the Lloyd two-level k-means
+    x, pca = preprocess_features(_data(), pca_dim=8, order="l2_pca", seed=6)
+    np.testing.assert_allclose(single.pca.projection, pca.projection, rtol=1e-6)
+    group, sub = hierarchical_kmeans(x, 2, 3, niter=10, seed=6, backend="lloyd")
+    np.testing.assert_array_equal(single.group, group)
+    np.testing.assert_array_equal(single.sub, sub)
+    assert len(np.unique(single.group * 3 + single.sub)) == 6
 
 
 def test_sharded_pca_equals_pca_on_all_rows(two_ranks):

@@ -18,7 +18,7 @@ from .comm import (
     rank_and_world,
 )
 from .distributed_kmeans import distributed_kmeans
-from .hierarchical import hierarchical_kmeans
+from .hierarchical import distributed_hierarchical_kmeans, hierarchical_kmeans
 from .kmeans import assign_to_centroids, run_kmeans
 from .metrics import ami, cluster_metrics, cluster_sizes, nmi, num_empty, purity
 from .pca import PCAWhitening
@@ -26,7 +26,13 @@ from .pic import make_knn_graph, run_pic
 from .preprocess import apply_preprocessing, l2_normalize, preprocess_features
 from .reseed import local_stats, reseed_empty_clusters
 from .result import KMeansResult
-from .sharded import ShardedClustering, fit_pca_sharded, sharded_kmeans
+from .sharded import (
+    ShardedClustering,
+    ShardedHierarchicalClustering,
+    fit_pca_sharded,
+    sharded_hierarchical_kmeans,
+    sharded_kmeans,
+)
 from .validation import (
     VALID_ORDERS,
     check_finite,
@@ -41,6 +47,7 @@ __all__ = [
     "KMeansResult",
     "PCAWhitening",
     "ShardedClustering",
+    "ShardedHierarchicalClustering",
     "VALID_ORDERS",
     "ami",
     "apply_preprocessing",
@@ -53,6 +60,7 @@ __all__ = [
     "cluster_metrics",
     "cluster_sizes",
     "dist_is_initialized",
+    "distributed_hierarchical_kmeans",
     "distributed_kmeans",
     "fit_pca_sharded",
     "gather_rows",
@@ -68,6 +76,7 @@ __all__ = [
     "reseed_empty_clusters",
     "run_kmeans",
     "run_pic",
+    "sharded_hierarchical_kmeans",
     "sharded_kmeans",
     "validate_features",
 ]

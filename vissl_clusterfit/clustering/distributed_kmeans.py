@@ -165,6 +165,7 @@ def distributed_kmeans(
     init_centroids: Optional[np.ndarray] = None,
     process_group: Optional[object] = None,
     batch_size: int = 0,
+    single_process: bool = False,
 ) -> KMeansResult:
     """Lloyd k-means over features sharded across ``torch.distributed`` ranks.
 
@@ -193,13 +194,15 @@ def distributed_kmeans(
         init_centroids: optional (k, D) initial centroids (rank 0's copy is used).
         process_group: ``torch.distributed`` group; None = the default group.
         batch_size: rows per assignment block; 0 = automatic.
+        single_process: cluster ``x_local`` alone, without collectives, even
+            when ``torch.distributed`` is initialised (e.g. on rank 0 only).
 
     Returns:
         :class:`KMeansResult`: centroids (identical on all ranks), labels and
         distances of the local rows, global objective, number of final
         re-seeds and number of updates performed.
     """
-    comm = Comm(process_group)
+    comm = Comm(process_group, single_process=single_process)
     x, error = _to_tensor(x_local)
     n_local = x.shape[0] if x is not None else 0
     d_local = x.shape[1] if x is not None else -1

@@ -22,13 +22,14 @@ except through float64 rounding of the reductions.
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .comm import Comm, gather_rows
 from .distributed_kmeans import distributed_kmeans
+from .hierarchical import distributed_hierarchical_kmeans
 from .pca import PCAWhitening, row_sum, scatter
 from .preprocess import apply_preprocessing, l2_normalize
 from .validation import check_finite, check_order
@@ -36,7 +37,14 @@ from .validation import check_finite, check_order
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ShardedClustering", "fit_pca_sharded", "gather_rows", "sharded_kmeans"]
+__all__ = [
+    "ShardedClustering",
+    "ShardedHierarchicalClustering",
+    "fit_pca_sharded",
+    "gather_rows",
+    "sharded_hierarchical_kmeans",
+    "sharded_kmeans",
+]
 
 
 @dataclass
@@ -50,6 +58,17 @@ class ShardedClustering:
     n_empty_reseeded: int
     objective: float
     iterations: int
+    total: int  # rows over all ranks
+    clustered_dim: int
+
+
+@dataclass
+class ShardedHierarchicalClustering:
+    """Result of :func:`sharded_hierarchical_kmeans` on one rank."""
+
+    group: np.ndarray  # (n_local,) int64 level-1 group of this rank's rows
+    sub: np.ndarray  # (n_local,) int64 level-2 cluster within the group
+    pca: Optional[PCAWhitening]  # identical on every rank; None without PCA
     total: int  # rows over all ranks
     clustered_dim: int
 
@@ -145,6 +164,36 @@ def _fit_pca(
     return PCAWhitening(dim, whiten=whiten).fit_moments(mean, cov)
 
 
+def _preprocess(
+    x_local: np.ndarray,
+    pca_dim: int,
+    whiten: bool,
+    l2_norm: bool,
+    order: str,
+    pca_sample_size: int,
+    seed: int,
+    inplace: bool,
+    process_group: Optional[object],
+) -> Tuple[np.ndarray, Optional[PCAWhitening], List[int]]:
+    """Validate the shards, fit the PCA over all ranks and transform the local rows.
+
+    Returns:
+        (pre-processed local rows, PCA or None, rows per rank).
+    """
+    check_order(order)
+    comm = Comm(process_group)
+    sizes = _check_shards(x_local, comm)
+    pca = None
+    x = x_local
+    if pca_dim > 0:
+        if l2_norm and order == "l2_pca":
+            x = l2_normalize(x, out=x if inplace and x.dtype == np.float32 else None)
+            inplace = True
+        pca = _fit_pca(x, sizes, comm, pca_dim, whiten, pca_sample_size, seed)
+    x = apply_preprocessing(x, pca, l2_norm=l2_norm, order="pca_l2", inplace=inplace)
+    return x, pca, sizes
+
+
 def sharded_kmeans(
     x_local: np.ndarray,
     k: int,
@@ -171,17 +220,17 @@ def sharded_kmeans(
         pca_dim, whiten, l2_norm, order, pca_sample_size: as ``preprocess_features``.
         inplace: allow L2-normalising ``x_local`` in place.
     """
-    check_order(order)
-    comm = Comm(process_group)
-    sizes = _check_shards(x_local, comm)
-    pca = None
-    x = x_local
-    if pca_dim > 0:
-        if l2_norm and order == "l2_pca":
-            x = l2_normalize(x, out=x if inplace and x.dtype == np.float32 else None)
-            inplace = True
-        pca = _fit_pca(x, sizes, comm, pca_dim, whiten, pca_sample_size, seed)
-    x = apply_preprocessing(x, pca, l2_norm=l2_norm, order="pca_l2", inplace=inplace)
+    x, pca, sizes = _preprocess(
+        x_local,
+        pca_dim,
+        whiten,
+        l2_norm,
+        order,
+        pca_sample_size,
+        seed,
+        inplace,
+        process_group,
+    )
     res = distributed_kmeans(x, k, niter=niter, seed=seed, process_group=process_group)
     return ShardedClustering(
         labels=res.labels,
@@ -193,4 +242,54 @@ def sharded_kmeans(
         iterations=res.iterations,
         total=sum(sizes),
         clustered_dim=int(x.shape[1]),
+    )
+
+
+def sharded_hierarchical_kmeans(
+    x_local: np.ndarray,
+    num_groups: int,
+    num_sub: int,
+    pca_dim: int = 0,
+    whiten: bool = True,
+    l2_norm: bool = True,
+    order: str = "pca_l2",
+    pca_sample_size: int = 0,
+    niter: int = 20,
+    seed: int = 0,
+    inplace: bool = False,
+    process_group: Optional[object] = None,
+) -> ShardedHierarchicalClustering:
+    """Pre-process and two-level k-means sharded features (DeeperCluster Sec. 4.2-4.3).
+
+    DeeperCluster whitens and L2-normalises the activations (Sec. 4.3) and then
+    runs the distributed hierarchical k-means (Sec. 4.2): this is
+    :func:`sharded_kmeans`' pre-processing followed by
+    :func:`.hierarchical.distributed_hierarchical_kmeans`. Must be called on every
+    rank with the same arguments; without ``torch.distributed`` it runs in one
+    process and its labels equal ``preprocess_features`` + ``hierarchical_kmeans(...,
+    backend="lloyd")`` up to the float64 rounding of the PCA moments.
+
+    Args:
+        x_local: this rank's (n_local, D) float32 features.
+        num_groups, num_sub, niter, seed: as ``hierarchical_kmeans`` (seed also
+            seeds the PCA sample).
+        pca_dim, whiten, l2_norm, order, pca_sample_size, inplace: as
+            :func:`sharded_kmeans`.
+    """
+    x, pca, sizes = _preprocess(
+        x_local,
+        pca_dim,
+        whiten,
+        l2_norm,
+        order,
+        pca_sample_size,
+        seed,
+        inplace,
+        process_group,
+    )
+    group, sub = distributed_hierarchical_kmeans(
+        x, num_groups, num_sub, niter=niter, seed=seed, process_group=process_group
+    )
+    return ShardedHierarchicalClustering(
+        group=group, sub=sub, pca=pca, total=sum(sizes), clustered_dim=int(x.shape[1])
     )
