@@ -6,6 +6,8 @@ VISSL has no decorator for data sources: they go into ``vissl.data.DATASET_SOURC
 from vissl.data import DATASET_SOURCE_MAP
 
 from vissl_clusterfit.data import (  # noqa: F401
+    fashion_mnist_tops,
+    index_label_collator,
     jigsaw_permutations,
     label_sources,
     rotation_cluster_collator,
