@@ -4,11 +4,13 @@ Pure numpy / torch / faiss code with no VISSL dependency: feature
 pre-processing (DeepCluster thesis Sec. 4.2), faiss k-means with empty-cluster
 re-seeding, distributed k-means and the sharded pre-processing around it
 (DeeperCluster Sec. 4.2), Power Iteration
-Clustering (thesis Sec. 2.4 / 3.2) and clustering metrics. :mod:`.comm` is the
+Clustering (thesis Sec. 2.4 / 3.2), the label-aware baselines of ClusterFit
+(Sec. 4 prototypes, Sec. 5.2 per-label clustering) and clustering metrics. :mod:`.comm` is the
 package's one ``torch.distributed`` helper module and :mod:`.validation` its one
 place for input checks (features, pre-processing order, K).
 """
 
+from .assign import nearest_centroids
 from .comm import (
     Comm,
     barrier,
@@ -20,6 +22,12 @@ from .comm import (
 from .distributed_kmeans import distributed_kmeans
 from .hierarchical import distributed_hierarchical_kmeans, hierarchical_kmeans
 from .kmeans import assign_to_centroids, run_kmeans
+from .label_baselines import (
+    LabelBaselineResult,
+    per_label_clustering,
+    prototype_labels,
+    sqrt_clusters,
+)
 from .metrics import ami, cluster_metrics, cluster_sizes, nmi, num_empty, purity
 from .pca import PCAWhitening
 from .pic import make_knn_graph, run_pic
@@ -45,6 +53,7 @@ from .validation import (
 __all__ = [
     "Comm",
     "KMeansResult",
+    "LabelBaselineResult",
     "PCAWhitening",
     "ShardedClustering",
     "ShardedHierarchicalClustering",
@@ -68,9 +77,12 @@ __all__ = [
     "l2_normalize",
     "local_stats",
     "make_knn_graph",
+    "nearest_centroids",
     "nmi",
     "num_empty",
+    "per_label_clustering",
     "preprocess_features",
+    "prototype_labels",
     "purity",
     "rank_and_world",
     "reseed_empty_clusters",
@@ -78,5 +90,6 @@ __all__ = [
     "run_pic",
     "sharded_hierarchical_kmeans",
     "sharded_kmeans",
+    "sqrt_clusters",
     "validate_features",
 ]

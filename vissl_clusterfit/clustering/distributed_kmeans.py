@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .assign import nearest_centroids
 from .blocks import rows_per_block
 from .comm import Comm
 from .reseed import local_stats, reseed_empty_clusters
@@ -31,46 +32,6 @@ from .validation import check_num_clusters
 __all__ = ["distributed_kmeans"]
 
 logger = logging.getLogger(__name__)
-
-# Candidates re-ranked in float64 after the float32 GEMM: see _assign.
-_N_CANDIDATES = 2
-
-
-def _assign(
-    x: torch.Tensor, centroids: torch.Tensor, batch_size: int = 0
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of every row of ``x``, in row blocks.
-
-    The K-way search is a float32 GEMM (fast on CPU and GPU), but its rounding
-    depends on the block composition, i.e. on the sharding; so the best
-    ``_N_CANDIDATES`` are re-ranked with exact float64 distances computed row
-    by row. Labels could then only differ between shardings if three
-    centroids were within float32 rounding of each other for one row; exact
-    ties go to the lower centroid index. The re-ranking costs O(n * D) per
-    candidate against O(n * K * D) for the GEMM.
-
-    Returns:
-        (labels int64 (n,), squared distances float64 (n,)).
-    """
-    n = x.shape[0]
-    k = centroids.shape[0]
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    distances = torch.empty(n, dtype=torch.float64, device=x.device)
-    c32 = centroids.to(torch.float32)
-    c32_sqnorm = (c32 * c32).sum(dim=1)
-    m = min(_N_CANDIDATES, k)
-    rows = rows_per_block(max(k, m * x.shape[1]), batch_size)
-    for start in range(0, n, rows):
-        block = x[start : start + rows]
-        scores = c32_sqnorm.unsqueeze(0) - 2.0 * (block.to(torch.float32) @ c32.T)
-        cand = torch.topk(scores, m, dim=1, largest=False).indices
-        cand, _ = torch.sort(cand, dim=1)
-        diff = block.to(torch.float64).unsqueeze(1) - centroids[cand]
-        exact = (diff * diff).sum(dim=2)
-        best = torch.argmin(exact, dim=1, keepdim=True)
-        labels[start : start + rows] = cand.gather(1, best).squeeze(1)
-        distances[start : start + rows] = exact.gather(1, best).squeeze(1)
-    return labels, distances
 
 
 def _to_tensor(
@@ -237,7 +198,7 @@ def distributed_kmeans(
     iterations = 0
     in_loop_reseeds = 0
     while True:
-        new_labels, distances = _assign(x, centroids, batch_size)
+        new_labels, distances = nearest_centroids(x, centroids, batch_size)
         counts, sums = local_stats(x, new_labels, k)
         changed = 0.0 if labels is None else float((new_labels != labels).sum())
         changed_t = torch.tensor([changed], dtype=torch.float64, device=x.device)
