@@ -263,8 +263,21 @@ def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tm
     assert labels_of(labels_dir).shape == (96,)
 
 
-def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
+def test_deepercluster_from_rotnet_init(idx_dir, tmp_path):
+    # DeeperCluster's input is Sobel (Sec. 5), so its RotNet init is a Sobel RotNet
+    rotnet = str(tmp_path / "rotnet_sobel")
+    run_tool(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={rotnet}",
+            "config.MODEL.TRUNK.VCF_RESNET.SOBEL=true",
+            *TINY,
+            *data_overrides(idx_dir),
+        ]
+    )
+    rotnet_ckpt = final_ckpt(rotnet)
     out = str(tmp_path / "deeper")
+    # collator, head and loss follow DEEPER.NUM_GROUPS / NUM_SUB
     run_tool(
         [
             "config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
@@ -272,10 +285,6 @@ def test_deepercluster_from_rotnet_init(idx_dir, rotnet_ckpt, tmp_path):
             f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={rotnet_ckpt}",
             "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=2",
             "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=3",
-            "config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes=3",
-            "config.MODEL.HEAD.PARAMS=[[vcf_hierarchical_head,{in_dim:128,num_super_classes:8,num_sub_classes:3}]]",
-            "config.LOSS.vcf_hierarchical_loss.num_super_classes=8",
-            "config.LOSS.vcf_hierarchical_loss.num_sub_classes=3",
             *TINY,
             *data_overrides(idx_dir, train_labels=False),
         ]
@@ -314,3 +323,38 @@ def test_ncf_distributed_kmeans_one_vs_two_processes(idx_dir, rotnet_ckpt, tmp_p
         assert "distributed k-means" in log, log[-2000:]
     assert runs[1].shape == (96,) and len(np.unique(runs[1])) == 8
     np.testing.assert_array_equal(runs[1], runs[2])
+
+
+def test_deepercluster_distributed_kmeans_one_vs_two_processes(idx_dir, tmp_path):
+    """DeeperCluster Sec. 4.2 in VISSL's trainer: the two-level k-means runs on the
+    ranks' shards (level 1 over all ranks, level 2 per group) and gives the labels of
+    one process."""
+    import torch
+
+    labels = {}
+    for procs in (1, 2):
+        out = str(tmp_path / f"p{procs}")
+        run_tool(
+            [
+                "config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
+                f"config.CHECKPOINT.DIR={out}",
+                "config.VCF.DEEPCLUSTER.DEEPER.RANDOM_INIT=true",
+                "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=2",
+                "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=3",
+                "config.VCF.DEEPCLUSTER.KMEANS_BACKEND=distributed",
+                "config.VCF.DEEPCLUSTER.PCA_DIM=16",
+                "config.VCF.DEEPCLUSTER.BATCHSIZE=32",
+                f"config.DISTRIBUTED.NUM_PROC_PER_NODE={procs}",
+                *TINY,
+                *data_overrides(idx_dir, train_labels=False),
+            ]
+        )
+        rounds = [
+            json.loads(l) for l in open(os.path.join(out, "deepcluster_rounds.jsonl"))
+        ]
+        assert rounds[0]["algorithm"] == "distributed two-level kmeans", rounds
+        state = torch.load(final_ckpt(out), map_location="cpu", weights_only=False)
+        hooks = state["classy_state_dict"]["hooks"]
+        labels[procs] = np.asarray(hooks["DeepClusterHook"]["labels"])
+    assert labels[1].shape == (96,) and labels[1].max() < 6
+    np.testing.assert_array_equal(labels[1], labels[2])

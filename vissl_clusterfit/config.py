@@ -14,6 +14,17 @@ from typing import Any, Dict, List, Tuple
 import yaml
 
 
+def _register_resolvers() -> None:
+    """``${vcf_mul:a,b}`` = a * b in our YAML, so that DeeperCluster's head and loss
+    derive their 4 x m super-classes from ``VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS``."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("vcf_mul"):
+        OmegaConf.register_new_resolver("vcf_mul", lambda a, b: int(a) * int(b))
+
+
+_register_resolvers()
+
 _DEFAULTS_FILE = os.path.join(
     os.path.dirname(__file__), "configs", "vissl_clusterfit_defaults", "plugin.yaml"
 )

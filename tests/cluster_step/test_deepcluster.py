@@ -107,9 +107,7 @@ def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
         json.loads(l) for l in open(os.path.join(tmp_path, "deepcluster_rounds.jsonl"))
     ]
     assert rounds[0]["algorithm"] == "distributed kmeans"
-    with pytest.raises(
-        ValueError, match="supports ALGORITHM=kmeans without DEEPER only"
-    ):
+    with pytest.raises(ValueError, match="set KMEANS_BACKEND=faiss for ALGORITHM=pic"):
         DeepClusterHook(
             dc_cfg(
                 tmp_path,
@@ -118,3 +116,82 @@ def test_distributed_backend_round_and_its_limits(tmp_path, idx_dir):
                 "config.VCF.DEEPCLUSTER.ALGORITHM=pic",
             )
         )
+
+
+def deeper_cfg(tmp_path, idx_dir, *extra):
+    _, cfg = compose_config(
+        [
+            "config=vissl_clusterfit/deepcluster/deepercluster_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={tmp_path}",
+            *data_overrides(idx_dir, train_labels=False),
+            *extra,
+        ],
+        dump_config=False,
+    )
+    return cfg
+
+
+def test_deeper_collator_head_and_loss_follow_deeper_keys(tmp_path, idx_dir):
+    cfg = deeper_cfg(
+        tmp_path,
+        idx_dir,
+        "config.VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS=3",
+        "config.VCF.DEEPCLUSTER.DEEPER.NUM_SUB=5",
+        "config.VCF.DEEPCLUSTER.DEEPER.RANDOM_INIT=true",
+    )
+    head = dict(cfg.MODEL.HEAD.PARAMS[0][1])
+    assert (head["num_super_classes"], head["num_sub_classes"]) == (12, 5)
+    loss = cfg.LOSS.vcf_hierarchical_loss
+    assert (loss.num_super_classes, loss.num_sub_classes) == (12, 5)
+    assert cfg.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes == 5
+    assert DeepClusterParams.from_config(cfg).head_classes == 15
+    assert cfg.MODEL.TRUNK.VCF_RESNET.SOBEL  # DeeperCluster Sec. 5: Sobel input
+
+
+def test_deeper_mismatch_and_missing_init_are_refused(tmp_path, idx_dir):
+    with pytest.raises(ValueError, match=r"num_sub_classes=7 \(needs 10\)"):
+        DeepClusterParams.from_config(
+            deeper_cfg(
+                tmp_path,
+                idx_dir,
+                "config.DATA.TRAIN.COLLATE_FUNCTION_PARAMS.num_sub_classes=7",
+                "config.VCF.DEEPCLUSTER.DEEPER.RANDOM_INIT=true",
+            )
+        )
+    with pytest.raises(ValueError, match="starts from a RotNet"):
+        DeepClusterParams.from_config(deeper_cfg(tmp_path, idx_dir))
+    with pytest.raises(FileNotFoundError, match="PARAMS_FILE=/nope.torch"):
+        DeepClusterParams.from_config(
+            deeper_cfg(
+                tmp_path, idx_dir, "config.MODEL.WEIGHTS_INIT.PARAMS_FILE=/nope.torch"
+            )
+        )
+
+
+def test_preactivation_features_are_the_input_of_the_last_relu(tmp_path, idx_dir):
+    from vissl.models import build_model
+
+    from vissl_clusterfit.cluster_step import extraction
+
+    cfg = dc_cfg(tmp_path, idx_dir, "config.DATA.TRAIN.DATA_LIMIT=20")
+    trunk = build_model(cfg.MODEL, cfg.OPTIMIZER).trunk.eval()
+    dataset = extraction.extraction_dataset(cfg, cfg.VCF.DEEPCLUSTER.TRANSFORMS)
+    post = extraction.extract_features([(trunk, "res5", "avg")], dataset, 8, "cpu")
+    pre = extraction.extract_features(
+        [(trunk, "res5", "avg")], dataset, 8, "cpu", preactivation=True
+    )
+    # by hand: the last block's conv/bn path plus its identity, before the ReLU
+    images = torch.stack([dataset[i]["data"][0] for i in range(20)])
+    blocks = trunk._feature_blocks
+    with torch.no_grad():
+        x = images
+        for name in list(blocks.keys())[:-3]:  # up to layer3
+            x = blocks[name](x)
+        for block in list(blocks["layer4"])[:-1]:
+            x = block(x)
+        last = blocks["layer4"][-1]
+        identity = last.downsample(x) if last.downsample is not None else x
+        out = last.bn2(last.conv2(last.relu(last.bn1(last.conv1(x))))) + identity
+    np.testing.assert_allclose(pre, out.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(post, out.clamp(min=0).mean((2, 3)).numpy(), atol=1e-5)
+    assert (pre < 0).any() and not np.allclose(pre, post)

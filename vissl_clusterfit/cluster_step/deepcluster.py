@@ -19,7 +19,7 @@ import torch
 
 from vissl_clusterfit import clustering
 from vissl_clusterfit.cluster_step import extraction
-from vissl_clusterfit.cluster_step.params import DeepClusterParams
+from vissl_clusterfit.cluster_step.deepcluster_params import DeepClusterParams
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.clustering.comm import broadcast_from_rank0, rank_and_world
 
@@ -46,6 +46,7 @@ def recluster(
             params.batch_size,
             device,
             gather=not params.distributed,
+            preactivation=params.preactivation,
         )
         trunk.train(was_training)
         t_extract = time.time() - t0
@@ -66,12 +67,10 @@ def recluster(
 def cluster_features_sharded(
     params: DeepClusterParams, feats_local: np.ndarray, epoch: int
 ) -> Optional[Dict[str, Any]]:
-    """DeeperCluster Sec. 4.2: PCA and k-means on every rank's shard; the labels on
-    rank 0 (None elsewhere)."""
+    """DeeperCluster Sec. 4.2: PCA and (two-level) k-means on every rank's shard,
+    sharing counts and sums only; the labels on rank 0 (None elsewhere)."""
     t0 = time.time()
-    res = clustering.sharded_kmeans(
-        feats_local,
-        params.num_clusters,
+    common = dict(
         pca_dim=min(params.pca_dim, feats_local.shape[1]),
         whiten=params.whiten,
         l2_norm=True,
@@ -79,14 +78,24 @@ def cluster_features_sharded(
         seed=params.seed + epoch,
         inplace=True,
     )
-    labels = clustering.gather_rows(res.labels)
+    if params.deeper:
+        res = clustering.sharded_hierarchical_kmeans(
+            feats_local, params.num_groups, params.num_sub, **common
+        )
+        codes, reseeded = res.group * params.num_sub + res.sub, 0
+        algorithm = "distributed two-level kmeans"
+    else:
+        res = clustering.sharded_kmeans(feats_local, params.num_clusters, **common)
+        codes, reseeded = res.labels, int(res.n_empty_reseeded)
+        algorithm = "distributed kmeans"
+    labels = clustering.gather_rows(codes)
     if labels is None:
         return None
     return {
         "labels": labels,
-        "k": params.num_clusters,
-        "algorithm": "distributed kmeans",
-        "n_empty_reseeded": int(res.n_empty_reseeded),
+        "k": params.head_classes,
+        "algorithm": algorithm,
+        "n_empty_reseeded": reseeded,
         "cluster_s": round(time.time() - t0, 2),
     }
 

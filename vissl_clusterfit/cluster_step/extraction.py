@@ -9,6 +9,7 @@ the number of processes, so features (and labels) are bit-identical with 1 or N
 processes. Rank 0 gathers them in dataset order.
 """
 
+import contextlib
 import copy
 import logging
 import time
@@ -64,6 +65,42 @@ def pool_features(feat: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "flatten":
         return feat.flatten(1)
     raise ValueError(f"pooling={pooling}: use avg, max or flatten")
+
+
+def last_relu(trunk: torch.nn.Module, layer: str) -> torch.nn.ReLU:
+    """The ReLU that produces ``layer``'s output: the last ReLU module of the block the
+    trunk maps ``layer`` to (torchvision's and VISSL's ResNet blocks call their ``relu``
+    last on ``out + identity``)."""
+    blocks = getattr(trunk, "_feature_blocks", None)
+    mapping = getattr(trunk, "feat_eval_mapping", None) or {}
+    block = blocks[mapping.get(layer, layer)] if blocks is not None else None
+    relus = (
+        [m for m in block.modules() if isinstance(m, torch.nn.ReLU)] if block else []
+    )
+    if not relus:
+        raise ValueError(
+            f"pre-activation features of {layer}: no ReLU found in the block of "
+            f"{type(trunk).__name__} that produces it; set PREACTIVATION: False"
+        )
+    return relus[-1]
+
+
+@contextlib.contextmanager
+def capture_preactivation(trunk: torch.nn.Module, layer: str):
+    """Yields a dict whose ``"x"`` holds, after each forward, the input of the last
+    call of ``layer``'s final ReLU: the pre-activation features (DeepCluster thesis
+    Sec. 3.1 clusters the penultimate layer before its ReLU). Cloned, because the ReLU
+    may run in place."""
+    holder: Dict[str, torch.Tensor] = {}
+
+    def keep_input(_module: torch.nn.Module, inputs: Tuple[torch.Tensor]) -> None:
+        holder["x"] = inputs[0].detach().clone()
+
+    handle = last_relu(trunk, layer).register_forward_pre_hook(keep_input)
+    try:
+        yield holder
+    finally:
+        handle.remove()
 
 
 def rank_batches(
@@ -142,6 +179,7 @@ def extract_features(
     log_every_s: float = 10.0,
     shard: bool = True,
     gather: bool = True,
+    preactivation: bool = False,
 ) -> Optional[np.ndarray]:
     """Features of every sample, the pooled layer of each trunk concatenated
     (multi-task ClusterFit), on rank 0 as ``(N, D)`` float32 in dataset order; None on
@@ -150,7 +188,8 @@ def extract_features(
     ``shard=False``: this process alone extracts everything (no collective calls).
     ``gather=False``: nothing is gathered; every rank returns the features of its own
     contiguous block of the dataset (``rank_batches(..., contiguous=True)``), for the
-    sharded k-means.
+    sharded k-means. ``preactivation``: the layer's features before its final ReLU
+    (one trunk only).
     """
     rank, world = rank_and_world() if shard else (0, 1)
     n = len(dataset)
@@ -167,6 +206,30 @@ def extract_features(
     for trunk, layer, _ in trunks:
         trunk.to(device).eval()
         check_layer(trunk, layer)
+    with contextlib.ExitStack() as stack:
+        preact = None
+        if preactivation:
+            if len(trunks) != 1:
+                raise ValueError("pre-activation features: extract one trunk at a time")
+            preact = stack.enter_context(capture_preactivation(*trunks[0][:2]))
+        local = _extract_local(
+            trunks, loader, batches, device, rank, log_every_s, preact
+        )
+    if world == 1 or not gather:
+        return local
+    return _gather_in_order(local, n, batch_size, rank, world)
+
+
+def _extract_local(
+    trunks: List[TrunkLayer],
+    loader: Any,
+    batches: List[np.ndarray],
+    device: torch.device,
+    rank: int,
+    log_every_s: float,
+    preact: Optional[Dict[str, torch.Tensor]],
+) -> np.ndarray:
+    """This rank's features, in the order of its batches."""
     # written in place into one preallocated array: a list of batches concatenated at
     # the end would hold the features twice at the peak
     n_local = sum(map(len, batches))
@@ -174,12 +237,11 @@ def extract_features(
     done, t0, last = 0, time.time(), time.time()
     for images, _ in loader:
         images = images.to(device)
-        parts = [
-            pool_features(trunk(images, out_feat_keys=[layer])[0], pooling)
-            .float()
-            .cpu()
-            for trunk, layer, pooling in trunks
-        ]
+        parts = []
+        for trunk, layer, pooling in trunks:
+            out = trunk(images, out_feat_keys=[layer])[0]
+            out = preact["x"] if preact is not None else out
+            parts.append(pool_features(out, pooling).float().cpu())
         feats = torch.cat(parts, 1).numpy()
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
@@ -196,6 +258,4 @@ def extract_features(
     logging.info(
         f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s"
     )
-    if world == 1 or not gather:
-        return local
-    return _gather_in_order(local, n, batch_size, rank, world)
+    return local

@@ -5,8 +5,7 @@ VISSL config, so each key is read in one place and a bad value fails before any 
 with a message naming the key (``config.VCF.CLUSTERFIT.NUM_CLUSTERS=...``).
 
 - ``ClusterFitParams``: ``config.VCF.CLUSTERFIT`` (ClusterFit, Yan et al. 2020, Sec. 3.1).
-- ``DeepClusterParams``: ``config.VCF.DEEPCLUSTER`` (DeepCluster thesis Ch. 3-4 and
-  DeeperCluster, Caron et al. 2019, Sec. 4).
+- ``DeepClusterParams`` (deepcluster_params.py): ``config.VCF.DEEPCLUSTER``.
 The keys and their defaults: configs/vissl_clusterfit_defaults/plugin.yaml.
 """
 
@@ -20,40 +19,39 @@ from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
 
 POOLINGS = ("avg", "max", "flatten")
 KMEANS_BACKENDS = ("faiss", "distributed")
-DEEPCLUSTER_ALGORITHMS = ("kmeans", "pic")
 
 
-def _key(section: str, name: str) -> str:
+def config_key(section: str, name: str) -> str:
     return f"config.VCF.{section}.{name}"
 
 
-def _choice(section: str, name: str, value: Any, valid: Tuple[str, ...]) -> str:
+def check_choice(section: str, name: str, value: Any, valid: Tuple[str, ...]) -> str:
     if value not in valid:
         raise ValueError(
-            f"{_key(section, name)}={value} is not supported: use one of {valid}"
+            f"{config_key(section, name)}={value} is not supported: use one of {valid}"
         )
     return str(value)
 
 
-def _int(section: str, name: str, value: Any, minimum: int) -> int:
+def check_int(section: str, name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(
-            f"{_key(section, name)}={value!r} must be an integer >= {minimum}"
+            f"{config_key(section, name)}={value!r} must be an integer >= {minimum}"
         )
     return int(value)
 
 
-def _transforms(section: str, value: Any) -> Tuple[Dict[str, Any], ...]:
+def check_transforms(section: str, value: Any) -> Tuple[Dict[str, Any], ...]:
     transforms = tuple(dict(t) for t in (value or []))
     if not transforms or any("name" not in t for t in transforms):
         raise ValueError(
-            f"{_key(section, 'TRANSFORMS')} must be a non-empty list of VISSL "
+            f"{config_key(section, 'TRANSFORMS')} must be a non-empty list of VISSL "
             "transforms ({name: ..., ...}), applied to every image before extraction"
         )
     return transforms
 
 
-def _data_paths(cfg: Any, split: str) -> None:
+def check_data_paths(cfg: Any, split: str) -> None:
     paths = cfg.DATA[split].get("DATA_PATHS", [])
     if isinstance(paths, str):
         raise ValueError(
@@ -88,22 +86,22 @@ def _npre_spec(section: str, name: str, value: Dict[str, Any]) -> NpreSpec:
         config=str(value.get("CONFIG") or ""),
         overrides=tuple(value.get("OVERRIDES") or ()),
         feature_layer=str(value["FEATURE_LAYER"]),
-        pooling=_choice(section, "POOLING", value["POOLING"], POOLINGS),
+        pooling=check_choice(section, "POOLING", value["POOLING"], POOLINGS),
     )
     if not spec.checkpoint:
         raise ValueError(
-            f"{_key(section, name)} is empty: set it to the N_pre checkpoint (e.g. "
+            f"{config_key(section, name)} is empty: set it to the N_pre checkpoint (e.g. "
             "<pretrain CHECKPOINT.DIR>/model_final_checkpoint_phaseN.torch)"
         )
     if os.path.isdir(spec.checkpoint):
         raise ValueError(
-            f"{_key(section, name)}={spec.checkpoint} is a directory: point it at a "
+            f"{config_key(section, name)}={spec.checkpoint} is a directory: point it at a "
             "checkpoint file in it (e.g. model_final_checkpoint_phaseN.torch)"
         )
     if not os.path.isfile(spec.checkpoint):
         raise FileNotFoundError(
             f"N_pre checkpoint {spec.checkpoint} does not exist: check "
-            f"{_key(section, name)} (pre-train N_pre first)"
+            f"{config_key(section, name)} (pre-train N_pre first)"
         )
     return spec
 
@@ -146,35 +144,35 @@ class ClusterFitParams:
             spec = {"FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
             spec.update(dict(extra))
             npre.append(_npre_spec(s, f"EXTRA_NPRE[{i}].CHECKPOINT", spec))
-        _data_paths(cfg, "TRAIN")
+        check_data_paths(cfg, "TRAIN")
         assign_test = bool(c.ASSIGN_TEST)
         if assign_test:
             if "TEST" not in cfg.DATA or not cfg.DATA.TEST.DATA_SOURCES:
                 raise ValueError(
-                    f"{_key(s, 'ASSIGN_TEST')}=true but config.DATA.TEST has no "
+                    f"{config_key(s, 'ASSIGN_TEST')}=true but config.DATA.TEST has no "
                     "DATA_SOURCES: set the test split to assign (e.g. your val folder)"
                 )
-            _data_paths(cfg, "TEST")
+            check_data_paths(cfg, "TEST")
         return cls(
             npre=tuple(npre),
             num_clusters=check_num_clusters(
-                c.NUM_CLUSTERS, None, _key(s, "NUM_CLUSTERS")
+                c.NUM_CLUSTERS, None, config_key(s, "NUM_CLUSTERS")
             ),
-            niter=_int(s, "NITER", c.NITER, 1),
-            seed=_int(s, "SEED", c.SEED, 0),
-            max_points_per_centroid=_int(
+            niter=check_int(s, "NITER", c.NITER, 1),
+            seed=check_int(s, "SEED", c.SEED, 0),
+            max_points_per_centroid=check_int(
                 s, "MAX_POINTS_PER_CENTROID", c.MAX_POINTS_PER_CENTROID, 1
             ),
-            pca_dim=_int(s, "PCA_DIM", c.PCA_DIM, 0),
+            pca_dim=check_int(s, "PCA_DIM", c.PCA_DIM, 0),
             whiten=bool(c.WHITEN),
             l2_norm=bool(c.L2_NORM),
-            order=_choice(s, "ORDER", c.ORDER, tuple(VALID_ORDERS)),
-            pca_sample_size=_int(s, "PCA_SAMPLE_SIZE", c.PCA_SAMPLE_SIZE, 0),
-            kmeans_backend=_choice(
+            order=check_choice(s, "ORDER", c.ORDER, tuple(VALID_ORDERS)),
+            pca_sample_size=check_int(s, "PCA_SAMPLE_SIZE", c.PCA_SAMPLE_SIZE, 0),
+            kmeans_backend=check_choice(
                 s, "KMEANS_BACKEND", c.get("KMEANS_BACKEND", "faiss"), KMEANS_BACKENDS
             ),
-            transforms=_transforms(s, c.TRANSFORMS),
-            batch_size=_int(s, "BATCHSIZE", c.BATCHSIZE, 1),
+            transforms=check_transforms(s, c.TRANSFORMS),
+            batch_size=check_int(s, "BATCHSIZE", c.BATCHSIZE, 1),
             num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
             output_dir=clusterfit_output_dir(c.OUTPUT_DIR, cfg.CHECKPOINT.DIR),
             name=str(c.NAME),
@@ -216,81 +214,6 @@ class ClusterFitParams:
             "distill": self.distill,
             "assign_test": self.assign_test,
         }
-
-
-@dataclass(frozen=True)
-class DeepClusterParams:
-    """``config.VCF.DEEPCLUSTER``: periodic re-clustering of the trained network."""
-
-    recluster_every: int
-    num_clusters: int
-    algorithm: str
-    feature_layer: str
-    pooling: str
-    pca_dim: int
-    whiten: bool
-    niter: int
-    seed: int
-    kmeans_backend: str
-    pic_neighbors: int
-    pic_sigma: float
-    uniform_sampling: bool
-    reset_head: bool
-    batch_size: int
-    transforms: Tuple[Dict[str, Any], ...]
-    deeper: bool
-    num_groups: int
-    num_sub: int
-    num_workers: int
-    rounds_file: str
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "DeepClusterParams":
-        s, p = "DEEPCLUSTER", cfg.VCF.DEEPCLUSTER
-        deeper = p.get("DEEPER", {}) or {}
-        params = cls(
-            recluster_every=_int(s, "RECLUSTER_EVERY", p.RECLUSTER_EVERY, 1),
-            num_clusters=check_num_clusters(
-                p.NUM_CLUSTERS, None, _key(s, "NUM_CLUSTERS")
-            ),
-            algorithm=_choice(s, "ALGORITHM", p.ALGORITHM, DEEPCLUSTER_ALGORITHMS),
-            feature_layer=str(p.FEATURE_LAYER),
-            pooling=_choice(s, "POOLING", p.POOLING, POOLINGS),
-            pca_dim=_int(s, "PCA_DIM", p.PCA_DIM, 0),
-            whiten=bool(p.WHITEN),
-            niter=_int(s, "NITER", p.NITER, 1),
-            seed=_int(s, "SEED", p.SEED, 0),
-            kmeans_backend=_choice(
-                s, "KMEANS_BACKEND", p.get("KMEANS_BACKEND", "faiss"), KMEANS_BACKENDS
-            ),
-            pic_neighbors=_int(s, "PIC_NEIGHBORS", p.PIC_NEIGHBORS, 1),
-            pic_sigma=float(p.PIC_SIGMA),
-            uniform_sampling=bool(p.UNIFORM_SAMPLING),
-            reset_head=bool(p.RESET_HEAD),
-            batch_size=_int(s, "BATCHSIZE", p.BATCHSIZE, 1),
-            transforms=_transforms(s, p.TRANSFORMS),
-            deeper=bool(deeper.get("ENABLED", False)),
-            num_groups=_int(s, "DEEPER.NUM_GROUPS", deeper.get("NUM_GROUPS", 4), 1),
-            num_sub=_int(s, "DEEPER.NUM_SUB", deeper.get("NUM_SUB", 10), 1),
-            num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
-            rounds_file=os.path.join(cfg.CHECKPOINT.DIR, "deepcluster_rounds.jsonl"),
-        )
-        _data_paths(cfg, "TRAIN")
-        if params.distributed and (params.algorithm != "kmeans" or params.deeper):
-            raise ValueError(
-                f"{_key(s, 'KMEANS_BACKEND')}=distributed supports ALGORITHM=kmeans "
-                "without DEEPER only; set KMEANS_BACKEND=faiss for PIC and DeeperCluster"
-            )
-        return params
-
-    @property
-    def distributed(self) -> bool:
-        return self.kmeans_backend == "distributed"
-
-    @property
-    def head_classes(self) -> int:
-        """Outputs of the cluster head: K, or m * k cluster codes for DeeperCluster."""
-        return self.num_groups * self.num_sub if self.deeper else self.num_clusters
 
 
 def transforms_list(transforms: Tuple[Dict[str, Any], ...]) -> List[Dict[str, Any]]:
