@@ -102,6 +102,11 @@ VISSL_NOISY_INNER = ("disk_filelist", "disk_folder", "torchvision_dataset")
 def _vissl_labels(dataset: GenericSSLDataset, idx: int, source: str) -> np.ndarray:
     # VISSL's loader reads every label source of the split: run it on a shallow copy
     # that holds only entry idx, with `source` as its label source
+    if source == "disk_filelist" and idx >= len(dataset.label_paths):
+        raise ValueError(
+            f"LABEL_SOURCES[{idx}]={NOISY_PREFIX}{source} needs an existing label file "
+            f"in DATA.{dataset.split}.LABEL_PATHS[{idx}]"
+        )
     one = copy.copy(dataset)
     one.label_sources = [source]
     for name in ("label_paths", "data_sources", "data_paths", "data_objs"):
