@@ -27,13 +27,17 @@ def output_dir(cfg):
     return os.path.join(cfg.CHECKPOINT.DIR, "clusterfit")  # OUTPUT_DIR="" default
 
 
-def save_untrained_npre(folder: str, seed: int = 0) -> str:
+def save_untrained_npre(
+    folder: str,
+    seed: int = 0,
+    config: str = "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+) -> str:
     """An N_pre checkpoint in VISSL's layout + its train_config.yaml (no training)."""
     from vissl.models.trunks import get_model_trunk
 
     _, cfg = compose_config(
         [
-            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config={config}",
             f"config.CHECKPOINT.DIR={folder}",
         ]
     )
@@ -292,11 +296,73 @@ def test_pooling():
     assert fx.pool_features(x, "flatten").shape == (1, 24)
 
 
-def test_distill_writes_teacher_logits(idx_dir, npre, tmp_path):
-    cfg = ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.DISTILL=true")
+def test_distill_needs_a_supervised_teacher_and_writes_its_logits(
+    idx_dir, npre, tmp_path
+):
+    # RotNet is self-supervised: distillation is not a valid baseline (ClusterFit Sec. 4)
+    with pytest.raises(ValueError, match="not a supervised classification"):
+        cluster_dataset(
+            ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.DISTILL=true")
+        )
+    supervised = save_untrained_npre(
+        str(tmp_path / "sup"), config="vissl_clusterfit/pretrain/supervised_fmnist_cpu"
+    )
+    cfg = ncf_cfg(idx_dir, tmp_path, supervised, "config.VCF.CLUSTERFIT.DISTILL=true")
     meta = cluster_dataset(cfg)
     logits = np.load(label_paths(output_dir(cfg), "clusterfit")["teacher_logits"])
-    assert (
-        logits.shape == (120, 4) and np.isfinite(logits).all()
-    )  # RotNet head: 4 rotations
+    assert logits.shape == (120, 10) and np.isfinite(logits).all()  # 10 classes
     assert meta["settings"]["distill"] is True
+
+
+def test_prototype_and_per_label_baselines(idx_dir, npre, tmp_path):
+    """Prototype (Sec. 4): one pseudo-label per class, the nearest class mean; per-label
+    (Sec. 5.2): each class clustered on its own, ids in per-class blocks."""
+    labels_key = (
+        "config.VCF.CLUSTERFIT.PRETRAIN_LABELS.LABEL_SOURCES=[vcf_fashion_mnist]"
+    )
+    paths_key = f"config.VCF.CLUSTERFIT.PRETRAIN_LABELS.LABEL_PATHS=[{idx_dir}]"
+    with pytest.raises(ValueError, match="NUM_CLUSTERS=10 \\(now 6\\)"):
+        cluster_dataset(
+            ncf_cfg(
+                idx_dir,
+                tmp_path / "p",
+                npre,
+                "config.VCF.CLUSTERFIT.METHOD=prototype",
+                labels_key,
+                paths_key,
+            )
+        )
+    cfg = ncf_cfg(
+        idx_dir,
+        tmp_path / "proto",
+        npre,
+        "config.VCF.CLUSTERFIT.METHOD=prototype",
+        "config.VCF.CLUSTERFIT.NUM_CLUSTERS=10",
+        labels_key,
+        paths_key,
+    )
+    meta = cluster_dataset(cfg)
+    proto = np.load(label_paths(output_dir(cfg), "clusterfit")["labels"])
+    truth = fx.ground_truth(fx.extraction_dataset(cfg, cfg.VCF.CLUSTERFIT.TRANSFORMS))
+    assert meta["settings"]["method"] == "prototype" and proto.max() < 10
+    # by hand: nearest class mean of the pre-processed features
+    assert (proto == truth).mean() > 0.3  # most images keep a class near their own
+    cfg = ncf_cfg(
+        idx_dir,
+        tmp_path / "per_label",
+        npre,
+        "config.VCF.CLUSTERFIT.METHOD=per_label",
+        "config.VCF.CLUSTERFIT.NUM_CLUSTERS=20",
+        labels_key,
+        paths_key,
+    )
+    cluster_dataset(cfg)
+    per_label = np.load(label_paths(output_dir(cfg), "clusterfit")["labels"])
+    # ids come in per-class blocks: every pseudo-label holds images of one class only
+    for pseudo in np.unique(per_label):
+        assert len(np.unique(truth[per_label == pseudo])) == 1
+    assert per_label.max() < 20
+    with pytest.raises(ValueError, match="PRETRAIN_LABELS.LABEL_SOURCES"):
+        ClusterFitParams.from_config(
+            ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.METHOD=per_label")
+        )

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from vissl_clusterfit.cluster_step.data_checks import check_extraction_transforms
 from vissl_clusterfit.cluster_step.params import (
     KMEANS_BACKENDS,
     POOLINGS,
@@ -85,6 +86,7 @@ class DeepClusterParams:
             preactivation=bool(p.get("PREACTIVATION", False)),
         )
         check_data_paths(cfg, "TRAIN")
+        check_extraction_transforms(cfg, s, p.TRANSFORMS)
         if params.deeper:
             check_deeper_setup(cfg, params.num_groups, params.num_sub)
         if params.distributed and params.algorithm != "kmeans":

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vissl_clusterfit.clustering.comm import rank_and_world
+from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 
 
 # (trunk, feature name, pooling): one entry per network whose features are concatenated
@@ -194,12 +194,6 @@ def extract_features(
     rank, world = rank_and_world() if shard else (0, 1)
     n = len(dataset)
     batches = rank_batches(n, batch_size, rank, world, contiguous=not gather)
-    if not gather and (n + batch_size - 1) // batch_size < world:
-        # checked identically on every rank, so all of them raise (no hung collective)
-        raise ValueError(
-            f"{n} images in batches of {batch_size} leave some of the {world} ranks "
-            "without an extraction batch: lower the extraction BATCHSIZE"
-        )
     loader = torch.utils.data.DataLoader(
         _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
     )
@@ -215,9 +209,20 @@ def extract_features(
         local = _extract_local(
             trunks, loader, batches, device, rank, log_every_s, preact
         )
-    if world == 1 or not gather:
+    if world == 1:
         return local
+    if not gather:
+        return _with_common_width(local)
     return _gather_in_order(local, n, batch_size, rank, world)
+
+
+def _with_common_width(local: np.ndarray) -> np.ndarray:
+    """A rank without an extraction batch (fewer images than batches x ranks) holds a
+    (0, 0) array: give it the others' feature width, (0, D), which the sharded k-means
+    takes as an empty shard. A collective: every rank calls it."""
+    widths = Comm().all_gather(torch.tensor([local.shape[1]], dtype=torch.int64))
+    dim = int(widths.max())
+    return local if local.shape[1] == dim else np.zeros((0, dim), np.float32)
 
 
 def _extract_local(

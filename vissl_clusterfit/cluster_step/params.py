@@ -13,12 +13,19 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from vissl_clusterfit.cluster_step.data_checks import (
+    check_assign_test_split,
+    check_extraction_transforms,
+)
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
 
 
 POOLINGS = ("avg", "max", "flatten")
 KMEANS_BACKENDS = ("faiss", "distributed")
+# kmeans: ClusterFit (Sec. 3.1); prototype (Sec. 4) and per_label (Sec. 5.2): baselines
+# that use D_cf's (possibly noisy) pre-training labels
+METHODS = ("kmeans", "prototype", "per_label")
 
 
 def config_key(section: str, name: str) -> str:
@@ -128,6 +135,9 @@ class ClusterFitParams:
     name: str
     assign_test: bool
     distill: bool
+    method: str = "kmeans"
+    pretrain_label_sources: Tuple[str, ...] = ()
+    pretrain_label_paths: Tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ClusterFitParams":
@@ -145,6 +155,9 @@ class ClusterFitParams:
             spec.update(dict(extra))
             npre.append(_npre_spec(s, f"EXTRA_NPRE[{i}].CHECKPOINT", spec))
         check_data_paths(cfg, "TRAIN")
+        check_extraction_transforms(cfg, s, c.TRANSFORMS)
+        if c.get("DISTILL", False):
+            _check_teacher(npre[0])
         assign_test = bool(c.ASSIGN_TEST)
         if assign_test:
             if "TEST" not in cfg.DATA or not cfg.DATA.TEST.DATA_SOURCES:
@@ -153,6 +166,7 @@ class ClusterFitParams:
                     "DATA_SOURCES: set the test split to assign (e.g. your val folder)"
                 )
             check_data_paths(cfg, "TEST")
+            check_assign_test_split(cfg)
         return cls(
             npre=tuple(npre),
             num_clusters=check_num_clusters(
@@ -178,11 +192,16 @@ class ClusterFitParams:
             name=str(c.NAME),
             assign_test=assign_test,
             distill=bool(c.get("DISTILL", False)),
+            **_method(s, c),
         )
 
     @property
     def distributed(self) -> bool:
         return self.kmeans_backend == "distributed"
+
+    @property
+    def uses_pretrain_labels(self) -> bool:
+        return self.method != "kmeans"
 
     def preprocessing(self) -> Dict[str, Any]:
         """Keyword arguments of clustering.preprocess_features / sharded_kmeans."""
@@ -213,7 +232,44 @@ class ClusterFitParams:
             "batch_size": self.batch_size,
             "distill": self.distill,
             "assign_test": self.assign_test,
+            "method": self.method,
+            "pretrain_labels": {
+                "sources": list(self.pretrain_label_sources),
+                "paths": list(self.pretrain_label_paths),
+            },
         }
+
+
+def _check_teacher(spec: NpreSpec) -> None:
+    """Distillation needs a supervised teacher (ClusterFit Sec. 4): refused otherwise."""
+    from vissl_clusterfit.cluster_step.npre import npre_train_config
+    from vissl_clusterfit.losses.distillation_teacher import check_distillation_teacher
+
+    check_distillation_teacher(
+        npre_train_config(spec.checkpoint, spec.config, list(spec.overrides))
+    )
+
+
+def _method(section: str, c: Any) -> Dict[str, Any]:
+    method = check_choice(section, "METHOD", c.get("METHOD", "kmeans"), METHODS)
+    labels = c.get("PRETRAIN_LABELS", {}) or {}
+    sources = tuple(labels.get("LABEL_SOURCES", []) or [])
+    if method != "kmeans" and not sources:
+        raise ValueError(
+            f"{config_key(section, 'METHOD')}={method} assigns pseudo-labels from D_cf's "
+            f"pre-training labels: set {config_key(section, 'PRETRAIN_LABELS.LABEL_SOURCES')}"
+            " (e.g. [vcf_fashion_mnist] or [vcf_noisy:vcf_fashion_mnist])"
+        )
+    if method != "kmeans" and c.get("KMEANS_BACKEND", "faiss") == "distributed":
+        raise ValueError(
+            f"{config_key(section, 'METHOD')}={method} runs on rank 0: set "
+            f"{config_key(section, 'KMEANS_BACKEND')}=faiss"
+        )
+    return {
+        "method": method,
+        "pretrain_label_sources": sources,
+        "pretrain_label_paths": tuple(labels.get("LABEL_PATHS", []) or []),
+    }
 
 
 def transforms_list(transforms: Tuple[Dict[str, Any], ...]) -> List[Dict[str, Any]]:

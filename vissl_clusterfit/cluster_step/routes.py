@@ -96,3 +96,61 @@ def cluster_sharded(
         clustered_dim=res.clustered_dim,
         time_s=time.time() - t0,
     )
+
+
+def per_label_k(counts: np.ndarray, k: int) -> np.ndarray:
+    """k_l = max(1, floor(K sqrt(n_l) / sum_j sqrt(n_j))): per-label clustering with
+    k_l ~ sqrt(n_l) (ClusterFit Sec. 5.2) scaled so that sum k_l <= K, the head size
+    (ids from sum k_l to K - 1 stay unused; equal class sizes give K / C each)."""
+    root = np.sqrt(counts.astype(np.float64))
+    return np.maximum(1, np.floor(k * root / root.sum())).astype(np.int64)
+
+
+def cluster_with_labels(
+    params: ClusterFitParams, feats: np.ndarray, pretrain_labels: np.ndarray
+) -> ClusterResult:
+    """The label-using baselines on rank 0: ``prototype`` (ClusterFit Sec. 4: K =
+    number of classes, centroids = class means of N_pre's features, label = nearest
+    prototype) or ``per_label`` (Sec. 5.2: each label's images clustered separately),
+    after the same pre-processing as k-means."""
+    k = params.num_clusters
+    t0 = time.time()
+    feature_dim = int(feats.shape[1])
+    x, pca = clustering.preprocess_features(
+        feats, inplace=True, **params.preprocessing()
+    )
+    del feats
+    classes = int(pretrain_labels.max()) + 1
+    if params.method == "prototype":
+        if k != classes:
+            raise ValueError(
+                f"config.VCF.CLUSTERFIT.METHOD=prototype makes one pseudo-label per "
+                f"class: set config.VCF.CLUSTERFIT.NUM_CLUSTERS={classes} (now {k})"
+            )
+        res = clustering.prototype_labels(x, pretrain_labels, classes)
+    else:
+        counts = np.bincount(pretrain_labels, minlength=classes)
+        k_of_count = dict(zip(counts.tolist(), per_label_k(counts, k).tolist()))
+        res = clustering.per_label_clustering(
+            x,
+            pretrain_labels,
+            k_per_label=lambda n: min(int(n), k_of_count[int(n)]),
+            niter=params.niter,
+            seed=params.seed,
+            max_points_per_centroid=params.max_points_per_centroid,
+        )
+    logging.info(
+        f"[vcf] {params.method} pseudo-labels: {int(res.k_per_label.sum())} of K={k} "
+        f"ids used, per class {res.k_per_label.tolist()}"
+    )
+    return ClusterResult(
+        labels=res.labels,
+        centroids=res.centroids,  # the ids in use (ids >= len(centroids) stay empty)
+        distances=res.distances,
+        pca=pca,
+        n_empty_reseeded=0,
+        objective=float(res.distances.astype(np.float64).sum()),
+        feature_dim=feature_dim,
+        clustered_dim=int(x.shape[1]),
+        time_s=time.time() - t0,
+    )

@@ -9,6 +9,7 @@ everything that determines the labels) matches the current settings are reused;
 files made with other settings are refused with the list of differences.
 """
 
+import copy
 import gc
 import logging
 import os
@@ -26,6 +27,7 @@ from vissl_clusterfit.cluster_step.routes import (
     ClusterResult,
     cluster_on_rank0,
     cluster_sharded,
+    cluster_with_labels,
 )
 from vissl_clusterfit.clustering.comm import (
     barrier,
@@ -146,6 +148,27 @@ def _teacher_logits(
     return logits
 
 
+def pretrain_labels(cfg: Any, params: ClusterFitParams, length: int) -> np.ndarray:
+    """D_cf's pre-training labels (``PRETRAIN_LABELS``, noise included), one per
+    position of the extraction dataset, for the label-using baselines."""
+    from vissl.data import build_dataset
+
+    from vissl_clusterfit.data.label_sources import served_labels
+
+    lcfg = copy.deepcopy(cfg)
+    lcfg.DATA.TRAIN.LABEL_SOURCES = list(params.pretrain_label_sources)
+    lcfg.DATA.TRAIN.LABEL_PATHS = list(params.pretrain_label_paths)
+    lcfg.DATA.TRAIN.LABEL_TYPE = "standard"
+    labels = served_labels(build_dataset(lcfg, "TRAIN"))
+    if len(labels) != length or labels.min() < 0:
+        raise ValueError(
+            f"config.VCF.CLUSTERFIT.PRETRAIN_LABELS gave {len(labels)} labels in "
+            f"[{labels.min()}, {labels.max()}] for {length} images of DATA.TRAIN: it "
+            "must label every image of D_cf"
+        )
+    return labels
+
+
 def run_cluster_step(
     cfg: Any, params: ClusterFitParams, device: torch.device = torch.device("cpu")
 ) -> Dict[str, Any]:
@@ -176,7 +199,9 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
     teacher = _teacher_logits(params, dataset, device) if params.distill else None
     t_extract = time.time() - t0
     result = cluster_sharded(params, feats) if params.distributed else None
-    if not params.distributed and rank == 0:
+    if params.uses_pretrain_labels and rank == 0:
+        result = cluster_with_labels(params, feats, pretrain_labels(cfg, params, n))
+    elif not params.distributed and rank == 0:
         result = cluster_on_rank0(params, feats)
     del feats
     written = None

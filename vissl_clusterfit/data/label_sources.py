@@ -235,6 +235,19 @@ def load_labels(self: GenericSSLDataset) -> None:
     self.labels_init = True
 
 
+def served_labels(dataset: GenericSSLDataset, index: int = 0) -> np.ndarray:
+    """The label of every dataset position (what ``dataset[i]["label"]`` holds for
+    ``LABEL_SOURCES[index]``), without reading any image."""
+    if not dataset.labels_init:
+        dataset.load_labels()
+    labels = np.asarray(dataset.label_objs[index])
+    if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
+        if not dataset._subset_initialized:
+            dataset._init_image_and_label_subset()
+        labels = labels[np.asarray(dataset.image_and_label_subset)]
+    return labels.astype(np.int64)
+
+
 def reload_labels(dataset: GenericSSLDataset) -> None:
     """Drop loaded labels so the next access reads the label files again (used by the
     hook after it wrote new cluster labels)."""
