@@ -195,3 +195,23 @@ def test_preactivation_features_are_the_input_of_the_last_relu(tmp_path, idx_dir
     np.testing.assert_allclose(pre, out.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(post, out.clamp(min=0).mean((2, 3)).numpy(), atol=1e-5)
     assert (pre < 0).any() and not np.allclose(pre, post)
+
+
+def test_pic_at_scale_keeps_targets_inside_the_head(tmp_path, idx_dir):
+    """5,000 unstructured points: PIC finds hundreds of clusters; the round bounds them
+    to the head's NUM_CLUSTERS outputs, so every target is a valid class."""
+    cfg = dc_cfg(
+        tmp_path,
+        idx_dir,
+        "config.VCF.DEEPCLUSTER.ALGORITHM=pic",
+        "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=100",
+    )
+    params = DeepClusterParams.from_config(cfg)
+    feats = np.random.RandomState(0).randn(5000, 64).astype(np.float32)
+    unbounded = dc.clustering.run_pic(
+        dc.clustering.preprocess_features(feats.copy(), pca_dim=64)[0]
+    )
+    assert unbounded.max() + 1 > 100  # without the bound, targets would leave the head
+    record = dc.cluster_features(params, feats, epoch=0)
+    assert record["labels"].max() < 100 and record["k"] == 100
+    assert len(np.unique(record["labels"])) == 100

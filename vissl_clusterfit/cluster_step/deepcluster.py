@@ -127,10 +127,18 @@ def cluster_features(
         labels, k = group * params.num_sub + sub, params.head_classes
         algorithm = "two-level kmeans"
     elif params.algorithm == "pic":
+        # the head keeps NUM_CLUSTERS outputs: VISSL wraps the model in DDP and builds
+        # the optimizer once, so instead of resizing the top layer each round (the
+        # authors' code) PIC's clusters are bounded to K (smallest merge first) and
+        # fewer clusters leave head outputs unused
         labels = clustering.run_pic(
-            x, n_neighbors=params.pic_neighbors, sigma=params.pic_sigma, seed=seed
+            x,
+            n_neighbors=params.pic_neighbors,
+            sigma=params.pic_sigma,
+            seed=seed,
+            max_clusters=k,
         )
-        k, algorithm = int(labels.max()) + 1, "pic"
+        algorithm = "pic"
     else:
         res = clustering.run_kmeans(x, k, niter=params.niter, seed=seed)
         labels, reseeded, algorithm = res.labels, res.n_empty_reseeded, "kmeans"
