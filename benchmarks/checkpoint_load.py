@@ -17,11 +17,15 @@ layout and times, in a gloo process group (file:// init, as VISSL's training set
 method alike), and reports the median. Every loaded checkpoint is compared tensor by
 tensor with the saved one.
 
-Example::
+The upstream and the patched function are swapped in for the calls being compared
+(importing the plugin patches them process-wide); the timer is a plain clock around each
+call.
 
-    .venv/bin/python benchmarks/checkpoint_load.py                 # ResNet-50, 1 process
-    .venv/bin/python benchmarks/checkpoint_load.py --world-size 2  # + a receiving rank
-    .venv/bin/python benchmarks/checkpoint_load.py --quick         # small trunk, seconds
+Example (from the repository root)::
+
+    .venv/bin/python -m benchmarks.checkpoint_load                 # ResNet-50, 1 process
+    .venv/bin/python -m benchmarks.checkpoint_load --world-size 2  # + a receiving rank
+    .venv/bin/python -m benchmarks.checkpoint_load --quick         # small trunk, seconds
 
 Writes benchmarks/results/checkpoint_load.{json,md} (``--quick``: checkpoint_load_quick).
 """
@@ -39,20 +43,17 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Callable, Dict, Iterator, List  # noqa: E402
+from typing import Any, Callable, Dict, Iterator, List, Optional  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-import vissl_clusterfit  # noqa: E402,F401  applies the compat patches
-from vissl_clusterfit import compat  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks import plugin  # noqa: E402  (imports vissl_clusterfit: patches it)
+from benchmarks.measure import median  # noqa: E402
+from benchmarks.report import print_table  # noqa: E402
 
 
 METHODS = (
@@ -67,10 +68,11 @@ METHODS = (
 def check_upstream_captured() -> None:
     fn = UPSTREAM_BROADCAST_OBJECT
     upstream_module = "classy_vision.generic.distributed_util"
-    if fn is compat._fast_broadcast_object or fn.__module__ != upstream_module:
+    if fn is plugin.patched_broadcast_object or fn.__module__ != upstream_module:
         raise RuntimeError(
             "the upstream broadcast_object was not captured before vissl_clusterfit patched "
-            f"it (got {fn.__module__}.{fn.__name__}): run this file as a script"
+            f"it (got {fn.__module__}.{fn.__name__}): run it as "
+            "`python -m benchmarks.checkpoint_load` from the repository root"
         )
 
 
@@ -94,14 +96,12 @@ def broadcast_impl(fn: Callable[..., Any]) -> Iterator[None]:
 def build_trunk(model: str) -> torch.nn.Module:
     from vissl.models.trunks import get_model_trunk
 
-    from vissl_clusterfit.launcher import compose_config
-
     if model == "resnet50":
         # VISSL's own RotNet ResNet-50 config: MODEL.TRUNK = resnet, depth 50
         overrides = ["config=pretrain/rotnet/rotnet_8gpu_resnet"]
     else:  # "small": the plugin's width-16 ResNet-18 (quick runs)
         overrides = ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"]
-    _, cfg = compose_config(overrides, dump_config=False)
+    _, cfg = plugin.compose_config(overrides, dump_config=False)
     torch.manual_seed(0)
     name = cfg.MODEL.TRUNK.NAME
     return get_model_trunk(name)(cfg.MODEL, name)
@@ -143,7 +143,7 @@ def worker(
             return vissl_load()
 
     def patched() -> Dict[str, Any]:
-        with broadcast_impl(compat._fast_broadcast_object):
+        with broadcast_impl(plugin.patched_broadcast_object):
             return vissl_load()
 
     loaded_on_primary = (
@@ -154,7 +154,7 @@ def worker(
         METHODS[1]: upstream,
         METHODS[2]: patched,
         METHODS[3]: lambda: UPSTREAM_BROADCAST_OBJECT(loaded_on_primary),
-        METHODS[4]: lambda: compat._fast_broadcast_object(loaded_on_primary),
+        METHODS[4]: lambda: plugin.patched_broadcast_object(loaded_on_primary),
     }
     times: Dict[str, List[float]] = {m: [] for m in METHODS}
     identical: Dict[str, bool] = {m: True for m in METHODS}
@@ -177,8 +177,11 @@ def _spawned(rank: int, *args: Any) -> None:
     worker(rank, *args)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.checkpoint_load",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("--model", choices=("resnet50", "small"), default="resnet50")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -189,7 +192,10 @@ def main() -> None:
     )
     parser.add_argument("--workdir", default=common.WORK_DIR)
     parser.add_argument("--quick", action="store_true", help="small trunk, 1 repeat")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--name", default="", help="results stem (default checkpoint_load[_quick])"
+    )
+    args = parser.parse_args(argv)
     if args.quick:
         args.model, args.repeats = "small", 1
     check_upstream_captured()
@@ -230,10 +236,10 @@ def main() -> None:
 
     rows = []
     for rank, res in enumerate(per_rank):
-        base = common.median(res["times"][METHODS[0]])
+        base = median(res["times"][METHODS[0]])
         for method in METHODS:
             t = res["times"][method]
-            med = common.median(t)
+            med = median(t)
             rows.append(
                 {
                     "rank": rank,
@@ -256,13 +262,11 @@ def main() -> None:
         "vs torch.load",
         "identical",
     ]
-    common.print_table(
-        rows, columns, title="Checkpoint load (median of %d)" % args.repeats
-    )
+    print_table(rows, columns, title="Checkpoint load (median of %d)" % args.repeats)
 
     t0 = per_rank[0]["times"]
-    speedup = common.median(t0[METHODS[1]]) / common.median(t0[METHODS[2]])
-    bc_speedup = common.median(t0[METHODS[3]]) / common.median(t0[METHODS[4]])
+    speedup = median(t0[METHODS[1]]) / median(t0[METHODS[2]])
+    bc_speedup = median(t0[METHODS[3]]) / median(t0[METHODS[4]])
     summary = {
         "checkpoint_mb": round(size_mb, 1),
         "parameters_m": round(n_params / 1e6, 2),
@@ -284,7 +288,7 @@ def main() -> None:
         "With 1 process rank 0 returns its own object, so the identity check guards the load path; "
         "run --world-size 2 to check the received copy too.",
     ]
-    name = "checkpoint_load_quick" if args.quick else "checkpoint_load"
+    name = args.name or ("checkpoint_load_quick" if args.quick else "checkpoint_load")
     paths = common.write_results(
         name,
         machine,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """DeepCluster and DeeperCluster vs a randomly initialised network of the same
 architecture (issue 4's acceptance check), layer by layer.
 
@@ -13,33 +12,34 @@ Probes per layer: VISSL's linear probe (``linear_fmnist_cpu``: ``--eval-images``
 labelled train images, all 10k test images) and ``probes.py``'s k-NN and few-label
 logistic regression (10 / 100 labels per class) on Fashion-MNIST and digits.
 
-    .venv/bin/python benchmarks/deepcluster_vs_random.py                  # both methods
-    .venv/bin/python benchmarks/deepcluster_vs_random.py --methods deepcluster --epochs 6
+Example (from the repository root)::
+
+    .venv/bin/python -m benchmarks.deepcluster_vs_random                  # both methods
+    .venv/bin/python -m benchmarks.deepcluster_vs_random --methods deepcluster --epochs 6
 
 Writes results/<name>.{json,md} (default name deepcluster_vs_random). Checkpoints go to
 a work dir named after the settings and are reused when the same command runs again.
 """
+
 import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info  # noqa: E402
-
-from vissl_clusterfit.pipeline import Pipeline, PipelineSettings  # noqa: E402
-from vissl_clusterfit.report import LAYERS, accuracy_table  # noqa: E402
+from benchmarks import common, probes
+from benchmarks.plugin import LAYERS, Pipeline, PipelineSettings, accuracy_table
 
 
 SOBEL = ["config.MODEL.TRUNK.VCF_RESNET.SOBEL=true"]
 
 
-def parse_args(argv: List[str] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.deepcluster_vs_random",
+        description=__doc__.split("\n\n")[0],
+    )
     ap.add_argument("--methods", default="deepcluster,deepercluster")
     ap.add_argument(
         "--images", type=int, default=5000, help="unlabelled training images"
@@ -73,7 +73,7 @@ def parse_args(argv: List[str] = None) -> argparse.Namespace:
             k: v for k, v in vars(args).items() if k not in ("name", "out", "no_probes")
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        args.out = os.path.join("benchmarks", "_work", "deepcluster_vs_random", digest)
+        args.out = os.path.join(common.WORK_DIR, "deepcluster_vs_random", digest)
     return args
 
 
@@ -97,8 +97,6 @@ def rounds_of(folder: str) -> List[Dict[str, Any]]:
 
 
 def probe(args: argparse.Namespace, ckpt: str) -> Dict[str, Any]:
-    import probes
-
     res = probes.probe_checkpoint(
         ckpt,
         None,
@@ -117,7 +115,7 @@ def probe(args: argparse.Namespace, ckpt: str) -> Dict[str, Any]:
     return out
 
 
-def main(argv: List[str] = None) -> Dict[str, Any]:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     t0 = time.time()
@@ -197,8 +195,8 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         for p in sorted({p for l in labels for p in probe_results.get(l, {})}):
             tables[method][p] = accuracy_table({l: probe_results[l][p] for l in labels})
     out = {
-        "command": " ".join([sys.executable] + sys.argv),
-        "machine": machine_info(),
+        "command": common.command_line(),
+        "machine": common.machine_info(),
         "args": vars(args),
         "checkpoints": models,
         "linear_top1": linear,
@@ -208,12 +206,9 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         "stage_time_s": pipe.timings,
         "wall_s": round(time.time() - t0, 1),
     }
-    os.makedirs("benchmarks/results", exist_ok=True)
-    with open(f"benchmarks/results/{args.name}.json", "w") as f:
-        json.dump(out, f, indent=2, default=str)
+    common.write_json(common.results_path(args.name, "json"), out)
     md = markdown(out, tables)
-    with open(f"benchmarks/results/{args.name}.md", "w") as f:
-        f.write(md)
+    common.write_text(common.results_path(args.name, "md"), md)
     print(md)
     return out
 
@@ -249,9 +244,7 @@ def markdown(out: Dict[str, Any], tables: Dict[str, Dict[str, str]]) -> str:
     lines = [
         "# DeepCluster / DeeperCluster vs random init (Fashion-MNIST, digits; top-1 %)",
         "",
-        f"- command: `{out['command']}`",
-        f"- machine: {out['machine']}",
-        f"- wall time: {out['wall_s']} s",
+        *common.header_lines(out["machine"], [f"wall time: {out['wall_s']} s"]),
         "",
     ]
     for method, t in tables.items():

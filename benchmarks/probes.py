@@ -1,33 +1,26 @@
 """Cheap frozen-feature probes of a checkpoint, per layer: k-NN, few-label and (optionally)
 full-label logistic regression, on Fashion-MNIST and scikit-learn digits.
 
-ClusterFit (Yan et al. 2020, Sec. 4.1, Fig. 4) compares representations by linear probes
-per layer. On Fashion-MNIST a linear probe trained on every label saturates and can hide
-differences between models, so next to VISSL's linear probes (the pipeline) we measure
-what the features give with few or no trained parameters:
-
-- k-NN: k=20 nearest train images by cosine similarity of the L2-normalised features,
-  majority vote (ties: larger summed similarity), accuracy on the test split;
-- few-label: logistic regression (scikit-learn, L2, C=1, lbfgs) on ``n`` labelled train
-  images per class (10 and 100), drawn with a seed; mean (and spread) over several draws;
-- full-label (optional): the same logistic regression on every train image of the subset.
+The probes themselves are in ``benchmarks.probing`` (k-NN with k=20 on cosine
+similarity; logistic regression on 10 and 100 labels per class, mean over seeded draws;
+optionally on all labels). This module extracts the features they run on.
 
 Features: the trunk is frozen (eval mode, BatchNorm running statistics); each layer is
 average-pooled to a small grid and flattened, as in the linear-eval configs
 (``LINEAR_EVAL_FEAT_POOL_OPS_MAP``): conv1/res2 4x4, res3 3x3, res4/res5 2x2 (256-512 dims
 for the width-16 trunk). Images get the deterministic extraction transforms
-(``VCF.CLUSTERFIT.TRANSFORMS``). For logistic regression the features are standardised
-with statistics of the whole train subset (no labels needed for that).
+(``VCF.CLUSTERFIT.TRANSFORMS``).
 
 Targets: ``fmnist`` (a seeded subset of ``n_train`` train images, the same subset VISSL's
 linear probes use for that size, and ``n_test`` test images, -1 = all 10k) and ``digits``
 (scikit-learn's 1797 images, fixed stratified split 1257 / 540; n_train/n_test ignored).
 Accuracies are in percent.
 
-Example::
+Example (from the repository root)::
 
-    .venv/bin/python benchmarks/probes.py runs/demo/npre_rotnet/model_final_checkpoint_phase7.torch
-    .venv/bin/python benchmarks/probes.py runs/demo/random_init/random_init.torch \\
+    .venv/bin/python -m benchmarks.probes \\
+        runs/demo/npre_rotnet/model_final_checkpoint_phase7.torch
+    .venv/bin/python -m benchmarks.probes runs/demo/random_init/random_init.torch \\
         --config-name vissl_clusterfit/pretrain/rotnet_fmnist_cpu --targets digits
 
 Features are extracted once per (checkpoint, target) and kept in memory only.
@@ -37,20 +30,16 @@ import argparse
 import collections
 import json
 import os
-import sys
 import time
-import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
+from benchmarks import plugin
+from benchmarks.plugin import LAYERS
+from benchmarks.probing import run_probes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-LAYERS = ("conv1", "res2", "res3", "res4", "res5")
 # the grids of vissl_clusterfit_defaults/linear_eval.yaml
 POOL_GRIDS = {
     "conv1": (4, 4),
@@ -77,7 +66,7 @@ _DATASET_CACHE: Dict[Tuple, Any] = {}
 class _PooledLayers(torch.nn.Module):
     """A trunk seen as a trunk with one feature, ``pooled``: every layer of ``layers``
     adaptive-average-pooled to its grid, flattened and concatenated (one forward pass for
-    all layers), so ``feature_extraction.extract_features`` can drive it."""
+    all layers), so the plugin's ``extract_features`` can drive it."""
 
     feat_eval_mapping = {"pooled": "pooled"}
 
@@ -102,9 +91,6 @@ def _dataset(target: str, split: str, limit: int, data_path: str) -> Any:
     key = (target, split, limit, data_path)
     if key in _DATASET_CACHE:
         return _DATASET_CACHE[key]
-    from vissl_clusterfit.hooks import feature_extraction as fx
-    from vissl_clusterfit.launcher import compose_config
-
     if target not in TARGET_CONFIGS:
         raise ValueError(f"probe target '{target}' is not one of {', '.join(TARGETS)}")
     overrides = [
@@ -115,22 +101,30 @@ def _dataset(target: str, split: str, limit: int, data_path: str) -> Any:
         overrides.append(f"config.DATA.{split}.DATA_LIMIT={limit}")
         if data_path != FMNIST_PATH:
             overrides.append(f"config.DATA.{split}.DATA_PATHS=[{data_path}]")
-    _, cfg = compose_config(overrides, dump_config=False)
-    dataset = fx.extraction_dataset(cfg, split)
+    _, cfg = plugin.compose_config(overrides, dump_config=False)
+    dataset = plugin.extraction_dataset(cfg, split)
     _DATASET_CACHE[key] = dataset
     return dataset
-
-
-def _labels(dataset: Any) -> np.ndarray:
-    return np.asarray(dataset.data_objs[0].get_labels(), dtype=np.int64)
 
 
 def build_trunk(checkpoint: str, config_name: Optional[str] = None) -> torch.nn.Module:
     """The checkpoint's frozen trunk: model config from ``config_name`` or, by default,
     the train_config.yaml VISSL wrote next to the checkpoint."""
-    from vissl_clusterfit.hooks.feature_extraction import build_npre_trunk
+    return plugin.build_npre_trunk(checkpoint, config_name or "")
 
-    return build_npre_trunk(checkpoint, config_name or "")
+
+def layer_slices(trunk: torch.nn.Module, device: torch.device) -> Dict[str, slice]:
+    """Columns of each layer in the pooled features (channel counts follow the trunk's
+    width: measured on one probe image)."""
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 28, 28, device=device)
+        dims = [f.shape[1] for f in trunk(x, out_feat_keys=list(LAYERS))]
+    start, slices = 0, {}
+    for name, ch in zip(LAYERS, dims):
+        size = ch * POOL_GRIDS[name][0] * POOL_GRIDS[name][1]
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
 
 
 def extract_target(
@@ -145,8 +139,6 @@ def extract_target(
     """Pooled features of every layer for the train and test splits of ``target``:
     ``{"train": (N, D), "test": (M, D), "y_train", "y_test", "slices": {layer: slice}}``.
     """
-    from vissl_clusterfit.hooks.feature_extraction import extract_features
-
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     wrapped = _PooledLayers(trunk, LAYERS)
     out: Dict[str, Any] = {}
@@ -154,161 +146,15 @@ def extract_target(
         dataset = _dataset(
             target, split, limit if target == "fmnist" else -1, data_path
         )
-        feats = extract_features(
+        feats = plugin.extract_features(
             [(wrapped, "pooled", "flatten")], dataset, batch_size, device, shard=False
         )
         out[split.lower()] = feats
-        out["y_" + split.lower()] = _labels(dataset)
-    # layer slices from one probe image: channel counts follow the trunk's width
-    with torch.no_grad():
-        x = torch.zeros(1, 3, 28, 28, device=device)
-        dims = [f.shape[1] for f in trunk(x, out_feat_keys=list(LAYERS))]
-    start, slices = 0, {}
-    for name, ch in zip(LAYERS, dims):
-        size = ch * POOL_GRIDS[name][0] * POOL_GRIDS[name][1]
-        slices[name] = slice(start, start + size)
-        start += size
-    assert start == out["train"].shape[1], (start, out["train"].shape)
-    out["slices"] = slices
+        out["y_" + split.lower()] = plugin.dataset_labels(dataset)
+    out["slices"] = layer_slices(trunk, device)
+    width = out["slices"][LAYERS[-1]].stop
+    assert width == out["train"].shape[1], (width, out["train"].shape)
     return out
-
-
-# ------------------------------------------------------------------------- the probes
-
-
-def knn_accuracy(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    k: int = 20,
-    chunk: int = 2048,
-) -> float:
-    """Top-1 (%) of a k-NN majority vote with cosine similarity on L2-normalised features."""
-    train = torch.nn.functional.normalize(
-        torch.from_numpy(np.ascontiguousarray(x_train)).float(), dim=1
-    )
-    test = torch.nn.functional.normalize(
-        torch.from_numpy(np.ascontiguousarray(x_test)).float(), dim=1
-    )
-    labels = torch.from_numpy(y_train)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    k = min(k, len(train))
-    correct = 0
-    for s in range(0, len(test), chunk):
-        sims = test[s : s + chunk] @ train.T
-        top_sim, top_idx = sims.topk(k, dim=1)
-        votes = torch.zeros(len(top_idx), num_classes)
-        votes.scatter_add_(1, labels[top_idx], torch.ones_like(top_sim))
-        # ties between counts: the class with the larger summed similarity wins
-        sim_sum = torch.zeros(len(top_idx), num_classes)
-        sim_sum.scatter_add_(1, labels[top_idx], top_sim)
-        pred = (votes + 1e-3 * sim_sum / k).argmax(1).numpy()
-        correct += int((pred == y_test[s : s + chunk]).sum())
-    return 100.0 * correct / len(test)
-
-
-def _logreg_accuracy(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    max_iter: int,
-    C: float,
-) -> Tuple[float, bool]:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=C, max_iter=max_iter)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf.fit((x_train - mean) / std, y_train)
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    acc = 100.0 * float((clf.predict((x_test - mean) / std) == y_test).mean())
-    return acc, converged
-
-
-def few_label_draws(
-    y_train: np.ndarray, per_class: int, draws: int, seed: int
-) -> Optional[List[np.ndarray]]:
-    """``draws`` index sets with ``per_class`` train images of every class (seeded);
-    None when a class has fewer images than that."""
-    classes = np.unique(y_train)
-    counts = np.bincount(y_train)
-    if counts[classes].min() < per_class:
-        return None
-    rng = np.random.RandomState(seed)
-    out = []
-    for _ in range(draws):
-        idx = [
-            rng.choice(np.flatnonzero(y_train == c), per_class, replace=False)
-            for c in classes
-        ]
-        out.append(np.sort(np.concatenate(idx)))
-    return out
-
-
-def run_probes(
-    feats: Dict[str, Any],
-    seed: int = 0,
-    knn_k: int = 20,
-    shots: Sequence[int] = (10, 100),
-    draws: int = 5,
-    full_label: bool = False,
-    max_iter: int = 1000,
-    C: float = 1.0,
-) -> Dict[str, Any]:
-    """All probes on extracted features: ``{probe: {layer: accuracy %}}`` plus
-    ``<probe>_std`` (spread over few-label draws), ``converged`` and timings."""
-    result: Dict[str, Any] = {"knn": {}, "converged": {}, "time_s": {}}
-    y_train, y_test = feats["y_train"], feats["y_test"]
-    t0 = time.time()
-    for layer, sl in feats["slices"].items():
-        result["knn"][layer] = round(
-            knn_accuracy(
-                feats["train"][:, sl], y_train, feats["test"][:, sl], y_test, knn_k
-            ),
-            2,
-        )
-    result["time_s"]["knn"] = round(time.time() - t0, 2)
-    for n in shots:
-        t0 = time.time()
-        name = f"few{n}"
-        index_sets = few_label_draws(y_train, n, draws, seed)
-        result[name], result[name + "_std"] = {}, {}
-        if index_sets is None:
-            result[name] = None  # a class has fewer than n train images
-            continue
-        for layer, sl in feats["slices"].items():
-            x_tr, x_te = feats["train"][:, sl], feats["test"][:, sl]
-            mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
-            accs = []
-            for idx in index_sets:
-                acc, ok = _logreg_accuracy(
-                    x_tr[idx], y_train[idx], x_te, y_test, mean, std, max_iter, C
-                )
-                accs.append(acc)
-                result["converged"][f"{name}/{layer}"] = (
-                    result["converged"].get(f"{name}/{layer}", True) and ok
-                )
-            result[name][layer] = round(float(np.mean(accs)), 2)
-            result[name + "_std"][layer] = round(float(np.std(accs)), 2)
-        result["time_s"][name] = round(time.time() - t0, 2)
-    if full_label:
-        t0 = time.time()
-        result["full"] = {}
-        for layer, sl in feats["slices"].items():
-            x_tr, x_te = feats["train"][:, sl], feats["test"][:, sl]
-            mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
-            acc, ok = _logreg_accuracy(
-                x_tr, y_train, x_te, y_test, mean, std, max_iter, C
-            )
-            result["full"][layer] = round(acc, 2)
-            result["converged"][f"full/{layer}"] = ok
-        result["time_s"]["full"] = round(time.time() - t0, 2)
-    return result
 
 
 def cached_features(
@@ -435,8 +281,10 @@ def _table(res: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.probes", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("checkpoint")
     p.add_argument(
         "--config-name",
@@ -464,22 +312,27 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", default="", help="also write the result here")
-    args = p.parse_args(argv)
-    import vissl_clusterfit  # noqa: F401  registers the plugin's components
+    return p.parse_args(argv)
 
-    split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+
+def _split(s: str) -> List[str]:
+    return [x for x in s.split(",") if x]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
     t0 = time.time()
     result = probe_checkpoint(
         args.checkpoint,
         args.config_name,
-        split(args.targets),
+        _split(args.targets),
         args.n_train,
         args.n_test,
         args.seed,
         args.knn_k,
-        [int(s) for s in split(args.shots)],
+        [int(s) for s in _split(args.shots)],
         args.draws,
-        split(args.full),
+        _split(args.full),
         batch_size=args.batch_size,
     )
     for target, res in result["targets"].items():

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Training throughput of N_pre and N_cf through VISSL on this machine, and what limits it.
 
 For each model (RotNet N_pre, Jigsaw N_pre, N_cf) on the CPU configs:
@@ -18,11 +17,14 @@ For each model (RotNet N_pre, Jigsaw N_pre, N_cf) on the CPU configs:
 N_cf trains on K cluster ids; its cost does not depend on where the labels come from, so
 the throughput run uses the data source's own labels in their place (no N_pre needed).
 
-    .venv/bin/python benchmarks/training_throughput.py                # ~5 min on 2 cores
-    .venv/bin/python benchmarks/training_throughput.py --models rotnet --images 1024
+Example (from the repository root)::
+
+    .venv/bin/python -m benchmarks.training_throughput           # ~5 min on 2 cores
+    .venv/bin/python -m benchmarks.training_throughput --models rotnet --images 1024
 
 Writes results/training_throughput.{json,md}.
 """
+
 import argparse
 import cProfile
 import io
@@ -33,21 +35,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
-    ROOT,
-    WORK_DIR,
-    machine_info,
-    print_table,
-    write_results,
-)
-
-from vissl_clusterfit.launcher import compose_config  # noqa: E402
+from benchmarks.common import ROOT, WORK_DIR, machine_info, write_results
+from benchmarks.plugin import compose_config
+from benchmarks.report import print_table
 
 
 MODELS = {
@@ -193,14 +187,18 @@ def decompose(name: str, images: int, steps: int) -> Dict[str, Any]:
     }
 
 
-def main(argv: List[str] = None) -> Dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.training_throughput",
+        description=__doc__.split("\n\n")[0],
+    )
     ap.add_argument("--models", default="rotnet,jigsaw,ncf")
     ap.add_argument("--images", type=int, default=4096, help="images of the VISSL run")
     ap.add_argument(
         "--steps", type=int, default=20, help="batches timed in the decomposition"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--name", default="training_throughput", help="results stem")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = machine_info()
@@ -254,7 +252,7 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         "Top operators and functions: see profile_model_ops / profile_data_functions in the JSON.",
     ]
     write_results(
-        "training_throughput",
+        args.name,
         machine,
         [{"title": "throughput", "columns": cols, "rows": rows}],
         {"args": vars(args), "models": data},

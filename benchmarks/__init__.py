@@ -1,0 +1,26 @@
+"""Benchmarks of vissl_clusterfit: one script per question, run from the repository root
+as modules, e.g. ``.venv/bin/python -m benchmarks.cluster_step_speed --quick``.
+
+Scripts (each writes ``benchmarks/results/<name>.{json,md}``; see benchmarks/README.md):
+
+- ``checkpoint_load``: VISSL's init-weights load path, upstream vs patched
+  ``broadcast_object``;
+- ``cluster_step_speed``: the ClusterFit cluster step, ours vs VISSL's route vs the floor;
+- ``clusterfit_reproduction``: N_cf vs N_pre layer by layer (the paper's claim at this
+  machine's scale), with ``probes`` on every checkpoint;
+- ``deepcluster_vs_random``: DeepCluster / DeeperCluster vs a random network;
+- ``probes``: k-NN and few-label probes of one checkpoint;
+- ``training_throughput``: images per second of N_pre and N_cf training.
+
+Shared pieces:
+
+- ``common``: paths, machine description, git commit, the exact command, result files;
+- ``measure``: timers and peak memory;
+- ``report``: tables, statistics over seeds (paired differences with t intervals) and
+  plots;
+- ``plugin``: the one place the benchmarks import vissl_clusterfit's internals (and
+  ``LAYERS``), so a package refactor is retargeted there.
+
+Importing this package imports nothing heavy: ``common``, ``measure`` and ``report`` need
+only the standard library at import time; ``plugin`` imports vissl_clusterfit.
+"""

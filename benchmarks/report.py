@@ -1,0 +1,307 @@
+"""Tables, statistics and plots shared by the benchmarks' reports.
+
+- tables: rows (dicts) as aligned text or GitHub Markdown;
+- statistics over seeds: mean and sample standard deviation, and the difference of two
+  models with its standard error and a 95% confidence interval from Student's t
+  distribution (paired by seed when both were measured on the same seeds, else Welch);
+  the t quantile is computed here (regularised incomplete beta), without scipy;
+- plots: accuracy per layer, one panel per (probe, model family), as ClusterFit Fig. 4.
+
+Nothing here imports torch, VISSL or the plugin, so it is cheap to import and to test.
+"""
+
+import dataclasses
+import math
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def format_cell(value: Any) -> str:
+    """A table cell: None and NaN as ``-``, floats with 2-3 significant digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        if abs(value) >= 0.01:
+            return f"{value:.2f}"
+        return f"{value:.2g}"
+    return str(value)
+
+
+def format_table(
+    rows: Iterable[Dict[str, Any]], columns: Sequence[str], markdown: bool = False
+) -> str:
+    """Rows (dicts) as an aligned text table, or a GitHub Markdown table."""
+    cells = [[format_cell(r.get(c)) for c in columns] for r in rows]
+    if markdown:
+        lines = [
+            "| " + " | ".join(columns) + " |",
+            "|" + "|".join("---" for _ in columns) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [
+        max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)
+    ]
+    fmt = "  ".join("{:>%d}" % w for w in widths)
+    lines = [fmt.format(*columns), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in cells]
+    return "\n".join(lines)
+
+
+def print_table(
+    rows: Iterable[Dict[str, Any]], columns: Sequence[str], title: str = ""
+) -> None:
+    if title:
+        print(f"\n{title}")
+    print(format_table(list(rows), columns), flush=True)
+
+
+def print_tables(tables: Iterable[Dict[str, Any]]) -> None:
+    """Titled tables (``{"title", "columns", "rows"}``) as text."""
+    for t in tables:
+        print_table(t["rows"], t["columns"], title=t["title"])
+
+
+def markdown_sections(tables: Iterable[Dict[str, Any]], heading: str) -> List[str]:
+    """Markdown lines for titled tables: ``<heading> <title>``, blank, table, blank."""
+    lines: List[str] = []
+    for t in tables:
+        table = format_table(t["rows"], t["columns"], markdown=True)
+        lines += [f"{heading} {t['title']}", "", table, ""]
+    return lines
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; NaN with one value)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Lentz's continued fraction of the incomplete beta function (Numerical Recipes
+    3rd ed., Sec. 6.4), converging for x < (a + 1) / (a + b + 2)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        for aa in (
+            m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b)
+        - math.lgamma(a)
+        - math.lgamma(b)
+        + a * math.log(x)
+        + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t distribution with ``df`` degrees of freedom."""
+    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (> 0, not necessarily integer)
+    degrees of freedom, by bisection on ``t_cdf`` (about 1e-12 relative)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """Mean of A minus mean of B over seeds, with its standard error, the degrees of
+    freedom of its t distribution and the confidence interval (None with one seed)."""
+
+    diff: float
+    n: int
+    paired: bool
+    se: Optional[float] = None
+    df: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    confidence: float = 0.95
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The confidence interval lies entirely above or below 0."""
+        if self.ci_low is None or self.ci_high is None:
+            return False
+        return self.ci_low > 0 or self.ci_high < 0
+
+    def as_dict(self, digits: int = 2) -> Dict[str, Any]:
+        def r(v: Optional[float]) -> Optional[float]:
+            return None if v is None else round(v, digits)
+
+        return {
+            "diff": r(self.diff),
+            "se": r(self.se),
+            "ci_low": r(self.ci_low),
+            "ci_high": r(self.ci_high),
+            "df": None if self.df is None else round(self.df, 3),
+            "n": self.n,
+            "paired": self.paired,
+            "confidence": self.confidence,
+        }
+
+
+def _with_interval(
+    diff: float, n: int, paired: bool, se: float, df: float, confidence: float
+) -> Difference:
+    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    return Difference(diff, n, paired, se, df, diff - half, diff + half, confidence)
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> Difference:
+    """mean(a - b) over paired measurements (seed i of A with seed i of B): standard
+    error sd(a - b) / sqrt(n) and the ``confidence`` interval from Student's t with
+    n - 1 degrees of freedom; no error or interval with one pair."""
+    if len(a) != len(b) or not a:
+        raise ValueError(
+            f"paired_difference needs two equally long, non-empty lists, got {len(a)} "
+            f"and {len(b)} values"
+        )
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, sd = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return Difference(mean, n, True)
+    return _with_interval(mean, n, True, sd / math.sqrt(n), n - 1.0, confidence)
+
+
+def welch_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> Difference:
+    """mean(a) - mean(b) of unpaired measurements: Welch's standard error and
+    Welch-Satterthwaite degrees of freedom; no error or interval when a side has one
+    value."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    n = min(len(a), len(b))
+    if len(a) < 2 or len(b) < 2:
+        return Difference(ma - mb, n, False)
+    va, vb = sa**2 / len(a), sb**2 / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        df = float(len(a) + len(b) - 2)
+    else:
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return _with_interval(ma - mb, n, False, se, df, confidence)
+
+
+def format_mean_std(mean: float, std: Optional[float]) -> str:
+    """``mean ± std`` with 2 decimals; the mean alone when there is no std."""
+    out = f"{mean:.2f}"
+    if std is not None and not math.isnan(std):
+        out += f" ± {std:.2f}"
+    return out
+
+
+def format_difference(d: Difference) -> str:
+    """``+1.23 ± 0.45`` (difference ± standard error, 2 decimals), ``*`` when the
+    confidence interval excludes 0; the difference alone with one seed."""
+    out = f"{round(d.diff, 2) + 0.0:+.2f}"  # + 0.0: -0.0 (a rounded -0.004) as +0.00
+    if d.se is not None:
+        out += f" ± {d.se:.2f}" + (" *" if d.excludes_zero else "")
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+# (label, {layer: (mean, error bar or None)}, matplotlib style keywords)
+Series = Tuple[str, Dict[str, Tuple[float, Optional[float]]], Dict[str, Any]]
+
+
+def plot_layer_panels(
+    path: str,
+    panels: Sequence[Tuple[str, Sequence[Series]]],
+    layers: Sequence[str],
+    ncols: int,
+    ylabel: str = "top-1 (%)",
+) -> None:
+    """A grid of accuracy-per-layer panels (``(title, series)`` each, row-major,
+    ``ncols`` per row), one line with error bars per series; legends on the first row.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        return
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(5 * ncols, 2.8 * nrows), squeeze=False
+    )
+    for i, (title, series) in enumerate(panels):
+        ax = axes[i // ncols][i % ncols]
+        for label, points, style in series:
+            xs = [l for l in layers if l in points]
+            ys = [points[l][0] for l in xs]
+            errs = [points[l][1] or 0.0 for l in xs]
+            ax.errorbar(xs, ys, yerr=errs, capsize=2, label=label, **style)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if i < ncols:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
