@@ -16,10 +16,12 @@ from sklearn.metrics import adjusted_rand_score
 from vissl_clusterfit.clustering import make_knn_graph, nmi, purity, run_pic
 from vissl_clusterfit.clustering.pic import (
     _attractor_clusters,
-    _merge_to_bound,
     _power_iteration,
-    _redistribute_singletons,
     _relative_affinity,
+)
+from vissl_clusterfit.clustering.pic_clusters import (
+    merge_to_bound as _merge_to_bound,
+    redistribute_singletons as _redistribute_singletons,
 )
 
 
