@@ -165,7 +165,7 @@ def log_round(
         truth=truth,
         previous=np.asarray(previous) if previous is not None else None,
     )
-    record.update(metrics)
+    record.update(metrics, unix_time=round(time.time(), 2))
     logging.info(
         f"[vcf] DeepCluster round {record['round']} (epoch {record['epoch']}): {record}"
     )
