@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vissl_clusterfit.cluster_step.checks import check_data_limit, check_transforms_fit
 from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 
 
@@ -137,10 +138,15 @@ class _IndexedImages(torch.utils.data.Dataset):
 
 
 def extraction_dataset(
-    cfg: Any, transforms: Sequence[Dict[str, Any]], split: str = "TRAIN"
+    cfg: Any,
+    transforms: Sequence[Dict[str, Any]],
+    split: str = "TRAIN",
+    transforms_key: str = "",
 ) -> Any:
     """The split's GenericSSLDataset with the given deterministic transforms and no
-    labels (the data as the extracted network sees it)."""
+    labels (the data as the extracted network sees it). Checked before any work: its
+    DATA_LIMIT against the data set and, when ``transforms_key`` names the transforms'
+    config key, the transforms against its first image."""
     from vissl.data import build_dataset
 
     ecfg = copy.deepcopy(cfg)
@@ -148,7 +154,11 @@ def extraction_dataset(
     split_cfg.TRANSFORMS = [dict(t) for t in transforms]
     split_cfg.LABEL_SOURCES = []
     split_cfg.LABEL_TYPE = "sample_index"
-    return build_dataset(ecfg, split)
+    dataset = build_dataset(ecfg, split)
+    check_data_limit(dataset, split)
+    if transforms_key:
+        check_transforms_fit(dataset, transforms_key, split)
+    return dataset
 
 
 def _gather_in_order(

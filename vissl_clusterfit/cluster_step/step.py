@@ -181,7 +181,9 @@ def run_cluster_step(
 def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, Any]:
     rank, _ = rank_and_world()
     transforms = transforms_list(params.transforms)
-    dataset = extraction.extraction_dataset(cfg, transforms, "TRAIN")
+    dataset = extraction.extraction_dataset(
+        cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
+    )
     n = len(dataset)
     clustering.check_num_clusters(
         params.num_clusters, n, "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
@@ -264,7 +266,10 @@ def assign_test(
 ) -> None:
     """Assign DATA.TEST to the train centroids (same N_pre, layer, PCA); rank 0 only."""
     test = extraction.extraction_dataset(
-        cfg, transforms_list(params.transforms), "TEST"
+        cfg,
+        transforms_list(params.transforms),
+        "TEST",
+        "config.VCF.CLUSTERFIT.TRANSFORMS",
     )
     logging.info(
         f"[vcf] assigning DATA.TEST ({list(cfg.DATA.TEST.DATA_SOURCES)} "

@@ -2,7 +2,8 @@
 
 VISSL has no hook registry: ``launch_distributed`` takes a ``hook_generator(cfg)``.
 Ours returns VISSL's ``default_hook_generator(cfg)`` plus the plugin's hooks that the
-config enables. The hook generator is a module-level function so that VISSL's
+config enables, and for every run ``RngStateHook`` (resumes bit-identical to an
+uninterrupted run). The hook generator is a module-level function so that VISSL's
 ``torch.multiprocessing.spawn`` can pickle it; unpickling imports this package in each
 worker, which registers every component there too.
 """
@@ -15,12 +16,14 @@ from vissl.hooks import default_hook_generator
 from vissl_clusterfit.config import add_plugin_defaults
 from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
 from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
+from vissl_clusterfit.hooks.rng_state_hook import RngStateHook
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
     # configs that reach us through VISSL's own launcher may lack the plugin's keys
     add_plugin_defaults(cfg)
-    hooks = default_hook_generator(cfg)
+    # first: its on_phase_end must run before VISSL's checkpoint hook writes
+    hooks = [RngStateHook(), *default_hook_generator(cfg)]
     if cfg.VCF.CLUSTERFIT.ENABLED:
         hooks.append(ClusterFitHook(cfg))
     if cfg.VCF.DEEPCLUSTER.ENABLED:

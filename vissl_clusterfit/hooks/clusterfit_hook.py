@@ -12,9 +12,13 @@ import logging
 from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
+from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.training import check_head
 from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
 from vissl_clusterfit.hooks.base import VcfHook
+
+
+NUM_CLUSTERS_KEY = "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
 
 
 class ClusterFitHook(VcfHook):
@@ -23,16 +27,18 @@ class ClusterFitHook(VcfHook):
         self.cfg = cfg
         # every key is validated here, before VISSL builds anything
         self.params = ClusterFitParams.from_config(cfg)
+        # the trainer loads the checkpoint to resume before on_start
+        check_resume_head(cfg, self.params.num_clusters, NUM_CLUSTERS_KEY)
 
     def on_start(self, task: Any) -> None:
-        meta = run_cluster_step(self.cfg, self.params, device=task.device)
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
+        if dataset is not None:
+            check_transforms_fit(dataset, "config.DATA.TRAIN.TRANSFORMS")
+        meta = run_cluster_step(self.cfg, self.params, device=task.device)
         if dataset is None:
             return
         if CLUSTER_LABEL_SOURCE in dataset.label_sources:
-            check_head(
-                task, int(meta["num_clusters"]), "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
-            )
+            check_head(task, int(meta["num_clusters"]), NUM_CLUSTERS_KEY)
             reload_labels(dataset)
         elif not self.params.distill:
             logging.warning(

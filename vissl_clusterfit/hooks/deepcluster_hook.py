@@ -20,10 +20,14 @@ from typing import Any, Dict
 import numpy as np
 
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
+from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
 from vissl_clusterfit.cluster_step.training import install_labels, reset_head
 from vissl_clusterfit.hooks.base import VcfHook
+
+
+KEY = "config.VCF.DEEPCLUSTER"
 
 
 class DeepClusterHook(VcfHook):
@@ -31,6 +35,8 @@ class DeepClusterHook(VcfHook):
         super().__init__()
         self.cfg = cfg
         self.params = DeepClusterParams.from_config(cfg)
+        if not self.params.deeper:  # the trainer loads the checkpoint before on_start
+            check_resume_head(cfg, self.params.head_classes, f"{KEY}.NUM_CLUSTERS")
         self.state: Dict[str, Any] = {
             "round": -1,
             "clustered_epoch": -1,
@@ -47,6 +53,7 @@ class DeepClusterHook(VcfHook):
         self._installed_epoch = None
 
     def on_start(self, task: Any) -> None:
+        check_transforms_fit(task.datasets["train"], "config.DATA.TRAIN.TRANSFORMS")
         # VISSL saves task.get_classy_state() (hooks included) in every checkpoint, but
         # its SelfSupervisionTask._set_classy_state does not hand hook states back on
         # resume: restore ours from the loaded checkpoint here.
@@ -71,7 +78,9 @@ class DeepClusterHook(VcfHook):
             self._install(task, np.asarray(self.state["labels"]), epoch, reset=False)
             return
         if self._dataset is None:
-            self._dataset = extraction_dataset(self.cfg, transforms_list(p.transforms))
+            self._dataset = extraction_dataset(
+                self.cfg, transforms_list(p.transforms), "TRAIN", f"{KEY}.TRANSFORMS"
+            )
         previous = self.state["labels"]
         labels = recluster(
             p,
