@@ -204,26 +204,6 @@ def test_pipeline_end_to_end(idx_dir, tmp_path):
     ), again.stdout
 
 
-def test_distillation_baseline_trains(idx_dir, rotnet_ckpt, tmp_path):
-    out = str(tmp_path / "distill")
-    run_tool(
-        [
-            "config=vissl_clusterfit/clusterfit/distill_rotnet_fmnist_cpu",
-            f"config.CHECKPOINT.DIR={out}",
-            f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={rotnet_ckpt}",
-            "config.VCF.CLUSTERFIT.NUM_CLUSTERS=8",
-            *TINY,
-            *data_overrides(idx_dir, train_labels=False),
-        ]
-    )
-    final_ckpt(out)
-    assert np.load(
-        os.path.join(out, "clusterfit", "distill_rotnet_teacher_logits.npy")
-    ).shape == (96, 4)
-    losses = [json.loads(l) for l in open(os.path.join(out, "stdout.json"))]
-    assert losses and all(np.isfinite(e["loss"]) for e in losses), losses[:3]
-
-
 def test_deepcluster_trains_reclusters_and_resumes_with_same_targets(idx_dir, tmp_path):
     out = str(tmp_path / "dc")
     args = [

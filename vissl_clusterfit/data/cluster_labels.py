@@ -70,7 +70,7 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic_write(path: str, write: Any) -> None:
+def atomic_write(path: str, write: Any) -> None:
     """Write through ``<path>.<random>.tmp`` + rename; the file gets the mode a plain
     ``open`` would give (mkstemp's 0600 would hide the labels from other users)."""
     folder = os.path.dirname(path) or "."
@@ -102,7 +102,7 @@ def remove_stale_tmp(output_dir: str, name: str) -> int:
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, array))
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def write_label_files(
@@ -130,11 +130,11 @@ def write_label_files(
         save_npy(paths[key], array)
     written = {key: paths[key] for key in arrays}
     if pca_state is not None:
-        _atomic_write(paths["pca"], lambda f: np.savez(f, **pca_state))
+        atomic_write(paths["pca"], lambda f: np.savez(f, **pca_state))
         written["pca"] = paths["pca"]
     written["meta"] = paths["meta"]
     meta = dict(meta, labels_sha256=file_sha256(paths["labels"]), files=written)
-    _atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=2).encode()))
     return written
 
 

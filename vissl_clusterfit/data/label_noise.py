@@ -23,11 +23,12 @@ Same labels, p, seed and C give the same flips; the record (``noise_record``) li
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+
+from vissl_clusterfit.data.cluster_labels import atomic_write
 
 
 CONFIG_KEY = "VCF_LABEL_NOISE"
@@ -211,20 +212,7 @@ def write_record(path: str, record: Dict[str, Any]) -> None:
             f"label-noise record {path} holds other flips ({'; '.join(diff) or 'other samples'}). "
             "Delete it, or use another CHECKPOINT.DIR or VCF_LABEL_NOISE.RECORD_FILE"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(record).encode()))
 
 
 def record_path(
