@@ -12,6 +12,7 @@ epoch checkpoint, both bit-identical to the run that made them.
 
 import contextlib
 import glob
+import importlib.util
 import os
 import signal
 import subprocess
@@ -230,14 +231,19 @@ KILLS = {
 
 
 # VISSL 0.1.6 writes checkpoints in place: a kill mid-write leaves a truncated
-# model_phase0.torch, and the resume fails on it (PytorchStreamReader failed reading zip
-# archive). Remove this mark when compat.py's atomic checkpoint writes land (strict: the
-# test then fails as XPASS until the mark is gone).
+# model_phase0.torch and every resume fails on it (PytorchStreamReader failed reading
+# zip archive). vissl_clusterfit.crash_safe_checkpoints (applied by compat.py) makes the
+# writes atomic and the resume skip files that do not load; without it this kill is an
+# expected failure (strict: it must fail).
+ATOMIC_CHECKPOINTS = (
+    importlib.util.find_spec("vissl_clusterfit.crash_safe_checkpoints") is not None
+)
 MARKS = {
     "checkpoint_write": pytest.mark.xfail(
+        not ATOMIC_CHECKPOINTS,
         strict=True,
         raises=AssertionError,
-        reason="needs atomic checkpoint writes / resume skipping corrupt checkpoints",
+        reason="VISSL's in-place checkpoint writes (no crash_safe_checkpoints)",
     )
 }
 

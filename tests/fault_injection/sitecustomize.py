@@ -56,7 +56,9 @@ def _stop_on_entry(module, name):
 
 
 def _patch_label_write(module) -> None:
-    original = module._atomic_write
+    # the label files' one atomic writer (save_npy and write_label_files call it)
+    name = "atomic_write" if hasattr(module, "atomic_write") else "_atomic_write"
+    original = getattr(module, name)
 
     def atomic_write(path, write):
         if not path.endswith("_centroids.npy") or not _arrive():
@@ -71,7 +73,7 @@ def _patch_label_write(module) -> None:
 
         return original(path, half_then_stop)
 
-    module._atomic_write = atomic_write
+    setattr(module, name, atomic_write)
 
 
 def _patch_torch_save(module) -> None:
