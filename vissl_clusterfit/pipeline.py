@@ -10,6 +10,15 @@ when its outputs already exist, so a killed pipeline resumes where it stopped.
 
 Settings are ``pipeline.<key>=<value>`` arguments (see ``PipelineSettings``); any
 ``config.X=Y`` argument is passed to every VISSL stage.
+
+Presets (``pipeline.preset``): ``fmnist`` (default) runs the plugin's Fashion-MNIST
+configs; ``resnet50_in1k`` runs the paper's ImageNet setting (Table 6) on VISSL's own
+ResNet-50 configs: N_pre from ``pretrain/{rotnet,jigsaw}/*_8gpu_resnet``, N_cf from
+``vissl_clusterfit/clusterfit/ncf_*_resnet50_in1k_gpu``, linear probes from
+``benchmark/linear_image_classification/imagenet1k/eval_resnet_8gpu_transfer_in1k_linear``,
+on the user's images: ``pipeline.data=folder:<root>`` (``<root>/train/<class>/*`` and
+``<root>/val/<class>/*``) or ``pipeline.dataset_name=<VISSL dataset catalog name>``
+(default: ``imagenet1k_folder`` from the catalog VISSL_DATASET_CATALOG_PATH points at).
 """
 
 import dataclasses
@@ -20,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -30,23 +39,108 @@ from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir, read_met
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The configs and default sizes of one family of stages ({p}: pretext, {scale})."""
+
+    npre_config: str
+    ncf_config: str
+    linear_config: str  # {target}: fmnist | digits for the Fashion-MNIST preset
+    defaults: Dict[str, Any]
+    # +vissl_clusterfit_defaults options added to every stage, per pipeline.scale: the
+    # plugin's keys on VISSL's own configs (so config.VCF.* arguments pass to every
+    # stage), and the CPU switch for configs made for 8 GPUs
+    group_options: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+PRESETS: Dict[str, Preset] = {
+    "fmnist": Preset(
+        npre_config="vissl_clusterfit/pretrain/{p}_fmnist_{scale}",
+        ncf_config="vissl_clusterfit/clusterfit/ncf_{p}_fmnist_{scale}",
+        linear_config="vissl_clusterfit/benchmark/linear_{target}_{scale}",
+        defaults=dict(
+            scale="cpu",
+            num_clusters=50,
+            data_limit=8000,
+            epochs=8,
+            eval_train_limit=8000,
+            eval_test_limit=-1,
+            eval_epochs=4,
+        ),
+    ),
+    # ClusterFit Table 6: ResNet-50 N_pre (VISSL's RotNet / Jigsaw configs, 105 epochs),
+    # K=16,000, N_cf for as many epochs, VISSL's linear benchmark (28 epochs)
+    "resnet50_in1k": Preset(
+        npre_config="pretrain/{p}/{p}_8gpu_resnet",
+        ncf_config="vissl_clusterfit/clusterfit/ncf_{p}_resnet50_in1k_gpu",
+        linear_config=(
+            "benchmark/linear_image_classification/imagenet1k/"
+            "eval_resnet_8gpu_transfer_in1k_linear"
+        ),
+        defaults=dict(
+            scale="gpu",
+            num_clusters=16000,
+            data_limit=-1,
+            epochs=105,
+            eval_train_limit=-1,
+            eval_test_limit=-1,
+            eval_epochs=28,
+        ),
+        group_options={"gpu": ("plugin",), "cpu": ("plugin", "cpu")},
+    ),
+}
+FOLDER_PREFIX = "folder:"
+
+
 @dataclasses.dataclass
 class PipelineSettings:
+    """``pipeline.<key>`` settings; those left at None take the preset's default."""
+
     output_dir: str = "./runs/clusterfit_demo"
     pretexts: str = "rotnet"  # comma list of rotnet, jigsaw
-    scale: str = "cpu"  # cpu | gpu: which config variants
+    preset: str = "fmnist"  # fmnist | resnet50_in1k (see PRESETS)
+    data: str = ""  # resnet50_in1k: folder:<root> with <root>/train and <root>/val
+    dataset_name: str = (
+        ""  # resnet50_in1k: a VISSL dataset catalog name for both splits
+    )
+    scale: Optional[str] = None  # cpu | gpu: which config variants / machine settings
     npre_checkpoint: str = ""  # skip N_pre training (one pretext only)
-    num_clusters: int = 50  # K
-    data_limit: int = 8000  # D_cf / pre-training images (-1 = all 60k)
-    epochs: int = 8  # N_pre and N_cf epochs (the paper keeps them equal)
+    num_clusters: Optional[int] = None  # K (fmnist: 50, resnet50_in1k: 16,000)
+    data_limit: Optional[int] = None  # D_cf / pre-training images (-1 = all)
+    epochs: Optional[int] = None  # N_pre and N_cf epochs (the paper keeps them equal)
     with_2x: bool = False  # also train and evaluate N_pre 2x (2 * epochs)
     with_random: bool = False  # also evaluate a randomly initialised network
-    eval_train_limit: int = 8000  # linear-probe training images (-1 = all)
-    eval_test_limit: int = -1  # linear-probe test images (-1 = all 10k)
-    eval_epochs: int = 4
-    eval_digits: bool = False  # also probe on scikit-learn digits (transfer)
+    eval_train_limit: Optional[int] = None  # linear-probe training images (-1 = all)
+    eval_test_limit: Optional[int] = None  # linear-probe test images (-1 = all)
+    eval_epochs: Optional[int] = None
+    eval_digits: bool = False  # fmnist: also probe on scikit-learn digits (transfer)
     num_proc: int = 1  # processes per node for every stage
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"pipeline.preset={self.preset}: use one of {', '.join(PRESETS)}"
+            )
+        for name, value in PRESETS[self.preset].defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.scale not in ("cpu", "gpu"):
+            raise ValueError(f"pipeline.scale={self.scale}: use cpu or gpu")
+        if self.preset == "fmnist" and (self.data or self.dataset_name):
+            raise ValueError(
+                "pipeline.data / pipeline.dataset_name select your own images, which "
+                "the Fashion-MNIST configs cannot read: add pipeline.preset=resnet50_in1k"
+            )
+        if self.data and self.dataset_name:
+            raise ValueError("set pipeline.data or pipeline.dataset_name, not both")
+        if self.data and not self.data.startswith(FOLDER_PREFIX):
+            raise ValueError(
+                f"pipeline.data={self.data}: write pipeline.data=folder:<root>, <root> "
+                "holding train/<class>/* and val/<class>/*"
+            )
+        if self.eval_digits and self.preset != "fmnist":
+            raise ValueError("pipeline.eval_digits needs pipeline.preset=fmnist")
 
     @classmethod
     def from_args(cls, args: List[str]) -> "PipelineSettings":
@@ -60,14 +154,25 @@ class PipelineSettings:
                     f"unknown pipeline setting '{key}': valid are "
                     + ", ".join(f"pipeline.{n}" for n in fields)
                 )
-            ftype = fields[name].type
-            if ftype in (bool, "bool"):
+            default = fields[name].default
+            if isinstance(default, bool):
                 values[name] = value.lower() in ("1", "true", "yes")
-            elif ftype in (int, "int"):
+            elif isinstance(default, int) or name in _INT_SETTINGS:
                 values[name] = int(value)
             else:
                 values[name] = value
         return cls(**values)
+
+
+# settings whose default is None (the preset's) but whose values are integers
+_INT_SETTINGS = (
+    "num_clusters",
+    "data_limit",
+    "epochs",
+    "eval_train_limit",
+    "eval_test_limit",
+    "eval_epochs",
+)
 
 
 def final_checkpoint(folder: str) -> Optional[str]:
@@ -81,14 +186,72 @@ def final_checkpoint(folder: str) -> Optional[str]:
 class Pipeline:
     def __init__(self, settings: PipelineSettings, passthrough: List[str]) -> None:
         self.s = settings
+        self.preset = PRESETS[settings.preset]
         self.passthrough = passthrough
         self.out = os.path.abspath(settings.output_dir)
         self.timings: Dict[str, float] = {}
+        self.folder = self._check_folder()
         os.makedirs(self.out, exist_ok=True)
+
+    def _check_folder(self) -> str:
+        """The root of pipeline.data=folder:<root> (absolute), "" without one."""
+        if not self.s.data:
+            return ""
+        root = os.path.abspath(os.path.expanduser(self.s.data[len(FOLDER_PREFIX) :]))
+        missing = [d for d in ("train", "val") if not os.path.isdir(f"{root}/{d}")]
+        if missing:
+            raise FileNotFoundError(
+                f"pipeline.data={self.s.data}: {root} has no {' and no '.join(missing)} "
+                "folder; it needs train/<class>/<images> and val/<class>/<images>"
+            )
+        return root
+
+    @property
+    def data_label(self) -> str:
+        """What the probes and D_cf are, for the report."""
+        if self.s.preset == "fmnist":
+            return "Fashion-MNIST"
+        if self.folder:
+            return f"folder {self.folder}"
+        return self.s.dataset_name or "imagenet1k_folder"
+
+    @property
+    def probe_target(self) -> str:
+        """The name of the linear probes' data in the report (resnet50_in1k)."""
+        if self.folder:
+            return os.path.basename(self.folder.rstrip("/")) or "folder"
+        return self.s.dataset_name or "imagenet1k_folder"
+
+    def data_overrides(self, cluster_labels: bool = False) -> List[str]:
+        """Point a stage at the user's images: explicit paths for a folder (then VISSL
+        needs no catalog entry: LABEL_PATHS set too), or catalog names for both splits.
+        ``cluster_labels``: N_cf, whose DATA.TRAIN.LABEL_PATHS stay [auto]."""
+        if self.folder:
+            train, val = f"{self.folder}/train", f"{self.folder}/val"
+            out = [f"config.DATA.TRAIN.DATA_PATHS=[{train}]"]
+            if not cluster_labels:
+                out.append(f"config.DATA.TRAIN.LABEL_PATHS=[{train}]")
+            return out + [
+                f"config.DATA.TEST.DATA_PATHS=[{val}]",
+                f"config.DATA.TEST.LABEL_PATHS=[{val}]",
+            ]
+        if self.s.dataset_name:
+            return [
+                f"config.DATA.{split}.DATASET_NAMES=[{self.s.dataset_name}]"
+                for split in ("TRAIN", "TEST")
+            ]
+        return []
+
+    def config_name(self, kind: str, pretext: str = "rotnet", target: str = "") -> str:
+        template = getattr(self.preset, f"{kind}_config")
+        return template.format(p=pretext, scale=self.s.scale, target=target)
 
     # -- running one VISSL stage ------------------------------------------------------
     def _common(self) -> List[str]:
+        options = self.preset.group_options.get(self.s.scale, ())
+        group = [f"+vissl_clusterfit_defaults=[{','.join(options)}]"] if options else []
         return [
+            *group,
             f"config.DISTRIBUTED.NUM_PROC_PER_NODE={self.s.num_proc}",
             f"config.SEED_VALUE={self.s.seed}",
         ]
@@ -159,16 +322,17 @@ class Pipeline:
                 print(f"[pipeline] {name}: reusing {done}", flush=True)
                 return result["top1"]
         overrides = [
-            f"config=vissl_clusterfit/benchmark/linear_{target}_{self.s.scale}",
+            f"config={self.config_name('linear', target=target)}",
             f"config.MODEL.WEIGHTS_INIT.PARAMS_FILE={checkpoint}",
             f"config.OPTIMIZER.num_epochs={self.s.eval_epochs}",
             # the report reads the final test pass; VISSL also always tests after epoch 0
             f"config.TEST_EVERY_NUM_EPOCH={self.s.eval_epochs}",
         ]
-        if target == "fmnist":
+        if target == "fmnist" or self.s.preset != "fmnist":
             overrides += [
                 f"config.DATA.TRAIN.DATA_LIMIT={self.s.eval_train_limit}",
                 f"config.DATA.TEST.DATA_LIMIT={self.s.eval_test_limit}",
+                *self.data_overrides(),
             ]
         self.run_stage(name, overrides + list(extra or []))
         top1 = read_final_test_accuracy(os.path.join(folder, "metrics.json"))
@@ -196,26 +360,29 @@ class Pipeline:
             )
         models: Dict[str, str] = {}
         clusters: Dict[str, Any] = {}
+        data = self.data_overrides()
         for p in pretexts:
+            npre_config = self.config_name("npre", p)
             npre = s.npre_checkpoint or self.train(
-                f"npre_{p}", f"vissl_clusterfit/pretrain/{p}_fmnist_{s.scale}", sizes
+                f"npre_{p}", npre_config, sizes + data
             )
             models[f"N_pre {p}"] = npre
             if s.with_2x:
                 models[f"N_pre 2x {p}"] = self.train(
                     f"npre2x_{p}",
-                    f"vissl_clusterfit/pretrain/{p}_fmnist_{s.scale}",
-                    [sizes[0], f"config.OPTIMIZER.num_epochs={2 * s.epochs}"],
+                    npre_config,
+                    [sizes[0], f"config.OPTIMIZER.num_epochs={2 * s.epochs}", *data],
                 )
             ncf_name = f"ncf_{p}_k{s.num_clusters}"
             models[f"N_cf {p} K={s.num_clusters}"] = self.train(
                 ncf_name,
-                f"vissl_clusterfit/clusterfit/ncf_{p}_fmnist_{s.scale}",
+                self.config_name("ncf", p),
                 sizes
                 + [
                     f"config.VCF.CLUSTERFIT.NPRE_CHECKPOINT={npre}",
                     f"config.VCF.CLUSTERFIT.NUM_CLUSTERS={s.num_clusters}",
                     f"config.VCF.CLUSTERFIT.SEED={s.seed}",
+                    *self.data_overrides(cluster_labels=True),
                 ],
             )
             clusters[p] = read_meta(
@@ -224,16 +391,18 @@ class Pipeline:
             )
         if s.with_random:
             models["random init"] = self.random_init_checkpoint()
-        results: Dict[str, Dict[str, Dict[str, float]]] = {"fmnist": {}}
+        target = "fmnist" if s.preset == "fmnist" else self.probe_target
+        results: Dict[str, Dict[str, Dict[str, float]]] = {target: {}}
         for label, ckpt in models.items():
             slug = label.replace(" ", "_").replace("=", "")
-            results["fmnist"][label] = self.linear_eval(f"linear_{slug}", ckpt)
+            results[target][label] = self.linear_eval(f"linear_{slug}", ckpt)
             if s.eval_digits:
                 results.setdefault("digits", {})[label] = self.linear_eval(
                     f"linear_digits_{slug}", ckpt, target="digits"
                 )
         report = {
             "settings": dataclasses.asdict(s),
+            "data": self.data_label,
             "passthrough": self.passthrough,
             "checkpoints": models,
             "linear_top1": results,
@@ -267,7 +436,7 @@ class Pipeline:
 
         _, cfg = compose_config(
             [
-                f"config=vissl_clusterfit/pretrain/rotnet_fmnist_{self.s.scale}",
+                f"config={self.config_name('npre', 'rotnet')}",
                 "config.CHECKPOINT.DIR=/tmp",
                 *(extra_overrides or []),
             ],

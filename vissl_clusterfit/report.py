@@ -162,7 +162,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "# ClusterFit pipeline report",
         "",
         f"Pretexts: {s['pretexts']}; K={s['num_clusters']}; D_cf = {s['data_limit']} "
-        f"Fashion-MNIST train images (no labels); {s['epochs']} epochs for N_pre and N_cf; "
+        f"{report.get('data', 'Fashion-MNIST')} train images (no labels); "
+        f"{s['epochs']} epochs for N_pre and N_cf; "
         f"scale={s['scale']}; processes={s['num_proc']}; seed={s['seed']}.",
         "",
     ]

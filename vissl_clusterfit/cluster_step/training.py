@@ -30,6 +30,67 @@ def check_head(task: Any, k: int, key: str) -> None:
         )
 
 
+def trunk_output_dim(
+    trunk: torch.nn.Module, feature_names: Any = None
+) -> Optional[int]:
+    """The size of the trunk output that the first head receives, from a forward pass
+    of two images at 64 and at 96 px (eval mode, no grad, train/eval mode restored).
+    None when the trunk cannot run on them or its output size depends on the image size
+    (then only the real batch can tell)."""
+    try:
+        device = next(trunk.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training, dims = trunk.training, set()
+    try:
+        trunk.eval()
+        with torch.no_grad():
+            for size in (64, 96):
+                out = trunk(torch.zeros(2, 3, size, size, device=device), feature_names)
+                dims.add(int(out[0].flatten(1).shape[1]))
+    except Exception as e:  # an unusual trunk: the check is skipped, never fatal
+        logging.info(f"[vcf] head input check skipped ({type(e).__name__}: {e})")
+        return None
+    finally:
+        trunk.train(was_training)
+    return dims.pop() if len(dims) == 1 else None
+
+
+def check_head_input(task: Any) -> None:
+    """The first head must take the trunk's output size. Checked at start-up, before
+    any clustering: a mismatch would otherwise fail in the first training step, after
+    the features of the whole data set were extracted and clustered."""
+    model = task.base_model
+    config = model.model_config
+    if config.FEATURE_EVAL_SETTINGS.EVAL_MODE_ON or config.MULTI_INPUT_HEAD_MAPPING:
+        return  # one head per trunk feature: not the cluster-head layout checked here
+    linears = [m for m in model.heads[0].modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        return
+    dim = trunk_output_dim(model.trunk, model._output_feature_names)
+    if dim is not None and linears[0].in_features != dim:
+        raise ValueError(
+            f"config.MODEL.HEAD.PARAMS: the first head takes {linears[0].in_features}-d "
+            f"input but the trunk (MODEL.TRUNK.NAME={config.TRUNK.NAME}) outputs "
+            f"{dim}-d features: set the head's input dim to {dim} "
+            f'(e.g. [["mlp", {{"dims": [{dim}, K]}}]])'
+        )
+
+
+def source_indexed(dataset: Any, labels: np.ndarray) -> np.ndarray:
+    """``labels`` (one per served position) as GenericSSLDataset reads them: when VISSL
+    itself subsets the data source (DATA_LIMIT on disk_folder / disk_filelist), it
+    indexes ``label_objs`` with the source index of each position, so scatter them
+    there (-1 elsewhere); our own data sources subset internally and need no change."""
+    if not (dataset.data_limit >= 0 and dataset._can_random_subset_data_sources()):
+        return labels
+    if not dataset._subset_initialized:
+        dataset._init_image_and_label_subset()
+    full = np.full(len(dataset.data_objs[0]), -1, dtype=np.int64)
+    full[np.asarray(dataset.image_and_label_subset)] = labels
+    return full
+
+
 def install_labels(
     task: Any, cfg: Any, labels: np.ndarray, epoch: int, uniform_sampling: bool
 ) -> None:
@@ -42,7 +103,7 @@ def install_labels(
         raise ValueError(
             f"{len(labels)} cluster labels for {len(dataset)} training samples"
         )
-    dataset.label_objs = [labels]
+    dataset.label_objs = [source_indexed(dataset, labels)]
     dataset.labels_init = True
     if uniform_sampling:
         seed = int(cfg.SEED_VALUE)

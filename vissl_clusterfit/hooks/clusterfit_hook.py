@@ -13,7 +13,7 @@ from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
 from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
-from vissl_clusterfit.cluster_step.training import check_head
+from vissl_clusterfit.cluster_step.training import check_head, check_head_input
 from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
 from vissl_clusterfit.hooks.base import VcfHook
 
@@ -31,6 +31,7 @@ class ClusterFitHook(VcfHook):
         check_resume_head(cfg, self.params.num_clusters, NUM_CLUSTERS_KEY)
 
     def on_start(self, task: Any) -> None:
+        check_head_input(task)  # before the (long) cluster step
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
         if dataset is not None:
             check_transforms_fit(dataset, "config.DATA.TRAIN.TRANSFORMS")

@@ -23,7 +23,11 @@ from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
 from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
-from vissl_clusterfit.cluster_step.training import install_labels, reset_head
+from vissl_clusterfit.cluster_step.training import (
+    check_head_input,
+    install_labels,
+    reset_head,
+)
 from vissl_clusterfit.hooks.base import VcfHook
 
 
@@ -53,6 +57,7 @@ class DeepClusterHook(VcfHook):
         self._installed_epoch = None
 
     def on_start(self, task: Any) -> None:
+        check_head_input(task)  # before the first re-clustering
         check_transforms_fit(task.datasets["train"], "config.DATA.TRAIN.TRANSFORMS")
         # VISSL saves task.get_classy_state() (hooks included) in every checkpoint, but
         # its SelfSupervisionTask._set_classy_state does not hand hook states back on
