@@ -136,3 +136,147 @@ def test_vissl_own_compose_finds_our_configs_without_importing_us():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["vcf_resnet", "100"], out.stdout
+
+
+@pytest.fixture
+def vissl_logging():
+    """VISSL's setup_logging makes its own logger ``logging.root``, writing to the
+    sys.stdout of the moment (pytest's capture here): restore the real root after."""
+    import logging
+
+    saved = logging.root
+    yield
+    logging.root = saved
+
+
+def run_failing_launch(cfg):
+    import vissl.utils.distributed_launcher as dl
+
+    with pytest.raises(RuntimeError, match="boom in the engine"):
+        dl.launch_distributed(
+            cfg, node_id=0, engine_name="train", hook_generator=lambda c: []
+        )
+
+
+def test_launcher_reports_a_run_error_without_logging_errors(
+    tmp_path, capsys, monkeypatch, vissl_logging
+):
+    """launch_distributed logs a RuntimeError of the run with
+    ``logging.error("Wrapping up, caught exception: ", e)``."""
+    import logging
+
+    import vissl.utils.distributed_launcher as dl
+
+    from vissl_clusterfit.config import compose_config
+
+    _, cfg = compose_config(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={tmp_path}",
+        ],
+        dump_config=False,
+    )
+
+    def engine(*args, **kwargs):
+        raise RuntimeError("boom in the engine")
+
+    monkeypatch.setattr(dl, "run_engine", engine)
+    assert isinstance(dl.logging, compat._LauncherLogging)
+    run_failing_launch(cfg)
+    out, err = capsys.readouterr()
+    assert "--- Logging error ---" not in err, err
+    line = [x for x in out.splitlines() if "Wrapping up" in x]
+    assert line and "distributed_launcher.py" in line[0], out[-2000:]
+    assert line[0].endswith("Wrapping up, caught exception: boom in the engine")
+    # upstream: each handler prints a formatting traceback around the real error
+    monkeypatch.setattr(dl, "logging", logging)
+    run_failing_launch(cfg)
+    assert "--- Logging error ---" in capsys.readouterr().err
+
+
+def test_apex_syncbn_without_apex_falls_back_to_pytorch_syncbn(caplog, monkeypatch):
+    from vissl.trainer import train_task as tt
+    from vissl.trainer.trainer_main import build_task
+    from vissl.utils.misc import is_apex_available
+
+    from vissl_clusterfit.config import compose_config
+
+    assert not is_apex_available(), "this test is about machines without apex"
+    _, cfg = compose_config(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_gpu",
+            "config.MODEL.SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN=true",
+            "config.MODEL.SYNC_BN_CONFIG.SYNC_BN_TYPE=apex",
+            "config.MODEL.SYNC_BN_CONFIG.GROUP_SIZE=0",
+        ],
+        dump_config=False,
+    )
+    task = build_task(cfg)
+    with caplog.at_level("WARNING"):
+        model = task._build_model()  # the trainer's model building (no GPU needed)
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.SyncBatchNorm in kinds, kinds
+    assert torch.nn.BatchNorm2d not in kinds, kinds
+    assert "apex is not installed: using PyTorch's SyncBatchNorm" in caplog.text
+    assert cfg.MODEL.SYNC_BN_CONFIG.SYNC_BN_TYPE == "apex"  # the user's config kept
+    # upstream: the model cannot be built at all
+    monkeypatch.setattr(tt, "convert_sync_bn", tt.convert_sync_bn.__wrapped__)
+    with pytest.raises(NameError, match="apex"):
+        task._build_model()
+
+
+# Python keeps the GIL in the main thread (huge switch interval) and releases it only in
+# a __del__ that runs while the interpreter finalizes: a gloo worker thread that frees
+# the tensors of a collective then has to exit inside a C++ destructor.
+GLOO_EXIT_RACE = """
+import socket, sys, time
+import torch, torch.distributed as dist
+sys.setswitchinterval(1000.0)
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]
+sock.close()
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                        world_size=1)
+
+class SleepWhileFinalizing:
+    def __del__(self):
+        time.sleep(0.5)
+
+keeper = SleepWhileFinalizing()
+for _ in range(2):
+    dist.broadcast(torch.ones(10), 0, async_op=True)
+if sys.argv[1] == "shutdown":
+    from vissl_clusterfit.compat import shutdown_process_group
+    shutdown_process_group()
+"""
+
+
+def run_exit_race(tmp_path, mode):
+    script = tmp_path / "gloo_exit_race.py"
+    script.write_text(GLOO_EXIT_RACE)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, str(script), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_shutdown_process_group_prevents_abort_at_exit(tmp_path):
+    """The vcf_cluster engine's exit code 134 ("terminate called without an active
+    exception" after "All Done!"), made deterministic enough to test."""
+    for _ in range(5):  # upstream: aborts in most runs
+        proc = run_exit_race(tmp_path, "none")
+        if proc.returncode != 0:
+            break
+    assert proc.returncode == -6, (proc.returncode, proc.stderr[-2000:])
+    assert "terminate called without an active exception" in proc.stderr
+    for _ in range(3):
+        proc = run_exit_race(tmp_path, "shutdown")
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_shutdown_process_group_without_a_group_is_a_no_op():
+    assert not dist.is_initialized()
+    compat.shutdown_process_group()

@@ -1,6 +1,6 @@
 """Entry point logic of tools/run_distributed_engines.py: VISSL's own launcher
-(``launch_distributed``: 1..N processes, N nodes; SLURM through VISSL's
-``launch_distributed_on_slurm``) with the plugin's hook generator.
+(``launch_distributed``: 1..N processes, N nodes; SLURM through
+``vissl_clusterfit.slurm``) with the plugin's hook generator.
 
 Kept in the package (not in tools/) so that spawned workers can import it.
 """
@@ -12,24 +12,30 @@ from vissl_clusterfit.config import compose_config  # noqa: F401  (re-exported)
 
 
 def main(args: Any, cfg: Any) -> None:
-    from vissl.utils.distributed_launcher import (
-        launch_distributed,
-        launch_distributed_on_slurm,
-    )
+    """Run ``args.engine_name`` (train, extract_features, vcf_cluster...) with the
+    plugin's hooks, on this node (``args.node_id``) or, with ``SLURM.USE_SLURM``, on
+    ``DISTRIBUTED.NUM_NODES`` SLURM nodes."""
+    from vissl.utils.distributed_launcher import launch_distributed
 
     import vissl_clusterfit  # noqa: F401  registers the plugin's components
+    from vissl_clusterfit.compat import shutdown_process_group
     from vissl_clusterfit.hooks import hook_generator
+    from vissl_clusterfit.slurm import launch_on_slurm
 
     if cfg.SLURM.USE_SLURM:
-        assert args.engine_name == "train", "SLURM launch supports the train engine"
-        launch_distributed_on_slurm(engine_name=args.engine_name, cfg=cfg)
-    else:
+        launch_on_slurm(cfg, engine_name=args.engine_name)
+        return
+    try:
         launch_distributed(
             cfg,
             node_id=args.node_id,
             engine_name=args.engine_name,
             hook_generator=hook_generator,
         )
+    finally:
+        # with one process VISSL runs the engine in this process: its gloo group must
+        # be gone before the interpreter finalizes (see shutdown_process_group)
+        shutdown_process_group()
 
 
 def hydra_main(overrides: List[str]) -> None:
