@@ -34,26 +34,17 @@ OVERRIDES = [
 
 
 def untrained_npre(folder: str) -> str:
-    """A seeded, untrained RotNet trunk in VISSL's checkpoint layout."""
-    import torch
-    from vissl.models.trunks import get_model_trunk
-
+    """A seeded (0), untrained RotNet trunk in VISSL's checkpoint layout."""
+    from vissl_clusterfit.checkpoints import save_untrained_trunk
     from vissl_clusterfit.config import compose_config
 
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
     if os.path.isfile(path):
         return path
     _, cfg = compose_config(
-        [
-            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
-            f"config.CHECKPOINT.DIR={folder}",
-        ]
+        ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"], dump_config=False
     )
-    torch.manual_seed(0)
-    trunk = get_model_trunk("vcf_resnet")(cfg.MODEL, "vcf_resnet")
-    state = {"model": {"trunk": trunk.state_dict(), "heads": {}}}
-    torch.save({"classy_state_dict": {"base_model": state}}, path)
-    return path
+    return save_untrained_trunk(path, cfg.MODEL, seed=0)
 
 
 def run(out: str, npre: str, backend: str) -> Dict[str, str]:

@@ -22,165 +22,30 @@ on the user's images: ``pipeline.data=folder:<root>`` (``<root>/train/<class>/*`
 """
 
 import dataclasses
-import glob
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-import yaml
-
+from vissl_clusterfit.checkpoints import (  # noqa: F401  (final_checkpoint re-exported)
+    final_checkpoint,
+    read_final_test_accuracy,
+    save_untrained_trunk,
+)
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir, read_meta
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """The configs and default sizes of one family of stages ({p}: pretext, {scale})."""
-
-    npre_config: str
-    ncf_config: str
-    linear_config: str  # {target}: fmnist | digits for the Fashion-MNIST preset
-    defaults: Dict[str, Any]
-    # +vissl_clusterfit_defaults options added to every stage, per pipeline.scale: the
-    # plugin's keys on VISSL's own configs (so config.VCF.* arguments pass to every
-    # stage), and the CPU switch for configs made for 8 GPUs
-    group_options: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
-
-
-PRESETS: Dict[str, Preset] = {
-    "fmnist": Preset(
-        npre_config="vissl_clusterfit/pretrain/{p}_fmnist_{scale}",
-        ncf_config="vissl_clusterfit/clusterfit/ncf_{p}_fmnist_{scale}",
-        linear_config="vissl_clusterfit/benchmark/linear_{target}_{scale}",
-        defaults=dict(
-            scale="cpu",
-            num_clusters=50,
-            data_limit=8000,
-            epochs=8,
-            eval_train_limit=8000,
-            eval_test_limit=-1,
-            eval_epochs=4,
-        ),
-    ),
-    # ClusterFit Table 6: ResNet-50 N_pre (VISSL's RotNet / Jigsaw configs, 105 epochs),
-    # K=16,000, N_cf for as many epochs, VISSL's linear benchmark (28 epochs)
-    "resnet50_in1k": Preset(
-        npre_config="pretrain/{p}/{p}_8gpu_resnet",
-        ncf_config="vissl_clusterfit/clusterfit/ncf_{p}_resnet50_in1k_gpu",
-        linear_config=(
-            "benchmark/linear_image_classification/imagenet1k/"
-            "eval_resnet_8gpu_transfer_in1k_linear"
-        ),
-        defaults=dict(
-            scale="gpu",
-            num_clusters=16000,
-            data_limit=-1,
-            epochs=105,
-            eval_train_limit=-1,
-            eval_test_limit=-1,
-            eval_epochs=28,
-        ),
-        group_options={"gpu": ("plugin",), "cpu": ("plugin", "cpu")},
-    ),
-}
-FOLDER_PREFIX = "folder:"
-
-
-@dataclasses.dataclass
-class PipelineSettings:
-    """``pipeline.<key>`` settings; those left at None take the preset's default."""
-
-    output_dir: str = "./runs/clusterfit_demo"
-    pretexts: str = "rotnet"  # comma list of rotnet, jigsaw
-    preset: str = "fmnist"  # fmnist | resnet50_in1k (see PRESETS)
-    data: str = ""  # resnet50_in1k: folder:<root> with <root>/train and <root>/val
-    dataset_name: str = (
-        ""  # resnet50_in1k: a VISSL dataset catalog name for both splits
-    )
-    scale: Optional[str] = None  # cpu | gpu: which config variants / machine settings
-    npre_checkpoint: str = ""  # skip N_pre training (one pretext only)
-    num_clusters: Optional[int] = None  # K (fmnist: 50, resnet50_in1k: 16,000)
-    data_limit: Optional[int] = None  # D_cf / pre-training images (-1 = all)
-    epochs: Optional[int] = None  # N_pre and N_cf epochs (the paper keeps them equal)
-    with_2x: bool = False  # also train and evaluate N_pre 2x (2 * epochs)
-    with_random: bool = False  # also evaluate a randomly initialised network
-    eval_train_limit: Optional[int] = None  # linear-probe training images (-1 = all)
-    eval_test_limit: Optional[int] = None  # linear-probe test images (-1 = all)
-    eval_epochs: Optional[int] = None
-    eval_digits: bool = False  # fmnist: also probe on scikit-learn digits (transfer)
-    num_proc: int = 1  # processes per node for every stage
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(
-                f"pipeline.preset={self.preset}: use one of {', '.join(PRESETS)}"
-            )
-        for name, value in PRESETS[self.preset].defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        if self.scale not in ("cpu", "gpu"):
-            raise ValueError(f"pipeline.scale={self.scale}: use cpu or gpu")
-        if self.preset == "fmnist" and (self.data or self.dataset_name):
-            raise ValueError(
-                "pipeline.data / pipeline.dataset_name select your own images, which "
-                "the Fashion-MNIST configs cannot read: add pipeline.preset=resnet50_in1k"
-            )
-        if self.data and self.dataset_name:
-            raise ValueError("set pipeline.data or pipeline.dataset_name, not both")
-        if self.data and not self.data.startswith(FOLDER_PREFIX):
-            raise ValueError(
-                f"pipeline.data={self.data}: write pipeline.data=folder:<root>, <root> "
-                "holding train/<class>/* and val/<class>/*"
-            )
-        if self.eval_digits and self.preset != "fmnist":
-            raise ValueError("pipeline.eval_digits needs pipeline.preset=fmnist")
-
-    @classmethod
-    def from_args(cls, args: List[str]) -> "PipelineSettings":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: Dict[str, Any] = {}
-        for arg in args:
-            key, _, value = arg.partition("=")
-            name = key[len("pipeline.") :]
-            if name not in fields:
-                raise ValueError(
-                    f"unknown pipeline setting '{key}': valid are "
-                    + ", ".join(f"pipeline.{n}" for n in fields)
-                )
-            default = fields[name].default
-            if isinstance(default, bool):
-                values[name] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int) or name in _INT_SETTINGS:
-                values[name] = int(value)
-            else:
-                values[name] = value
-        return cls(**values)
-
-
-# settings whose default is None (the preset's) but whose values are integers
-_INT_SETTINGS = (
-    "num_clusters",
-    "data_limit",
-    "epochs",
-    "eval_train_limit",
-    "eval_test_limit",
-    "eval_epochs",
+from vissl_clusterfit.pipeline_settings import (  # noqa: F401  (re-exported)
+    FOLDER_PREFIX,
+    PRESETS,
+    PipelineData,
+    PipelineSettings,
+    Preset,
 )
 
 
-def final_checkpoint(folder: str) -> Optional[str]:
-    found = sorted(
-        glob.glob(os.path.join(folder, "model_final_checkpoint_phase*.torch")),
-        key=lambda p: int(p.rsplit("phase", 1)[1].split(".")[0]),
-    )
-    return found[-1] if found else None
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Pipeline:
@@ -190,57 +55,20 @@ class Pipeline:
         self.passthrough = passthrough
         self.out = os.path.abspath(settings.output_dir)
         self.timings: Dict[str, float] = {}
-        self.folder = self._check_folder()
+        self.data = PipelineData.from_settings(settings)
+        self.folder = self.data.folder
         os.makedirs(self.out, exist_ok=True)
-
-    def _check_folder(self) -> str:
-        """The root of pipeline.data=folder:<root> (absolute), "" without one."""
-        if not self.s.data:
-            return ""
-        root = os.path.abspath(os.path.expanduser(self.s.data[len(FOLDER_PREFIX) :]))
-        missing = [d for d in ("train", "val") if not os.path.isdir(f"{root}/{d}")]
-        if missing:
-            raise FileNotFoundError(
-                f"pipeline.data={self.s.data}: {root} has no {' and no '.join(missing)} "
-                "folder; it needs train/<class>/<images> and val/<class>/<images>"
-            )
-        return root
 
     @property
     def data_label(self) -> str:
-        """What the probes and D_cf are, for the report."""
-        if self.s.preset == "fmnist":
-            return "Fashion-MNIST"
-        if self.folder:
-            return f"folder {self.folder}"
-        return self.s.dataset_name or "imagenet1k_folder"
+        return self.data.label
 
     @property
     def probe_target(self) -> str:
-        """The name of the linear probes' data in the report (resnet50_in1k)."""
-        if self.folder:
-            return os.path.basename(self.folder.rstrip("/")) or "folder"
-        return self.s.dataset_name or "imagenet1k_folder"
+        return self.data.probe_target
 
     def data_overrides(self, cluster_labels: bool = False) -> List[str]:
-        """Point a stage at the user's images: explicit paths for a folder (then VISSL
-        needs no catalog entry: LABEL_PATHS set too), or catalog names for both splits.
-        ``cluster_labels``: N_cf, whose DATA.TRAIN.LABEL_PATHS stay [auto]."""
-        if self.folder:
-            train, val = f"{self.folder}/train", f"{self.folder}/val"
-            out = [f"config.DATA.TRAIN.DATA_PATHS=[{train}]"]
-            if not cluster_labels:
-                out.append(f"config.DATA.TRAIN.LABEL_PATHS=[{train}]")
-            return out + [
-                f"config.DATA.TEST.DATA_PATHS=[{val}]",
-                f"config.DATA.TEST.LABEL_PATHS=[{val}]",
-            ]
-        if self.s.dataset_name:
-            return [
-                f"config.DATA.{split}.DATASET_NAMES=[{self.s.dataset_name}]"
-                for split in ("TRAIN", "TEST")
-            ]
-        return []
+        return self.data.overrides(cluster_labels)
 
     def config_name(self, kind: str, pretext: str = "rotnet", target: str = "") -> str:
         template = getattr(self.preset, f"{kind}_config")
@@ -421,18 +249,14 @@ class Pipeline:
     def random_init_checkpoint(
         self, extra_overrides: Optional[List[str]] = None, name: str = "random_init"
     ) -> str:
-        """A 0-epoch 'training' is not possible in VISSL; save an untrained trunk in the
-        layout VISSL's weight loading expects instead, with a train_config.yaml beside it
-        (as VISSL writes one) so that tools reading the model config from there build the
-        same architecture. ``extra_overrides`` change the architecture (e.g. a Sobel stem)
-        to match the models it is compared with; give each variant its own ``name``."""
+        """An untrained trunk of N_pre's architecture, saved as a checkpoint with its
+        train_config.yaml (checkpoints.save_untrained_trunk). ``extra_overrides``
+        change the architecture (e.g. a Sobel stem) to match the models it is compared
+        with; give each variant its own ``name``."""
         path = os.path.join(self.out, name, "random_init.torch")
         if os.path.isfile(path):
             return path
-        import torch
-        from vissl.models.trunks import get_model_trunk
-
-        from vissl_clusterfit.launcher import compose_config
+        from vissl_clusterfit.config import compose_config
 
         _, cfg = compose_config(
             [
@@ -442,35 +266,7 @@ class Pipeline:
             ],
             dump_config=False,
         )
-        torch.manual_seed(self.s.seed)
-        trunk = get_model_trunk(cfg.MODEL.TRUNK.NAME)(cfg.MODEL, cfg.MODEL.TRUNK.NAME)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        state = {
-            "classy_state_dict": {
-                "base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}
-            }
-        }
-        torch.save(state, path)
-        model = cfg.MODEL.to_dict()
-        model.get("FSDP_CONFIG", {}).pop(
-            "compute_dtype", None
-        )  # a torch.dtype, not YAML
-        with open(os.path.join(os.path.dirname(path), "train_config.yaml"), "w") as f:
-            yaml.safe_dump({"MODEL": model}, f)
-        return path
-
-
-def read_final_test_accuracy(metrics_path: str) -> Dict[str, float]:
-    """Top-1 per layer of the last test evaluation in VISSL's metrics.json."""
-    last = None
-    with open(metrics_path) as f:
-        for line in f:
-            entry = json.loads(line)
-            if "test_accuracy_list_meter" in entry:
-                last = entry["test_accuracy_list_meter"]["top_1"]
-    if last is None:
-        raise RuntimeError(f"{metrics_path} has no test accuracy")
-    return {k: round(float(v), 2) for k, v in last.items()}
+        return save_untrained_trunk(path, cfg.MODEL, self.s.seed)
 
 
 def main(argv: List[str]) -> Dict[str, Any]:

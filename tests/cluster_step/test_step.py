@@ -9,6 +9,7 @@ import torch
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
 from vissl_clusterfit import clustering
+from vissl_clusterfit.checkpoints import save_untrained_trunk
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     extraction as fx,
@@ -33,26 +34,9 @@ def save_untrained_npre(
     config: str = "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
 ) -> str:
     """An N_pre checkpoint in VISSL's layout + its train_config.yaml (no training)."""
-    from vissl.models.trunks import get_model_trunk
-
-    _, cfg = compose_config(
-        [
-            f"config={config}",
-            f"config.CHECKPOINT.DIR={folder}",
-        ]
-    )
-    torch.manual_seed(seed)
-    trunk = get_model_trunk("vcf_resnet")(cfg.MODEL, "vcf_resnet")
+    _, cfg = compose_config([f"config={config}"], dump_config=False)
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
-    torch.save(
-        {
-            "classy_state_dict": {
-                "base_model": {"model": {"trunk": trunk.state_dict(), "heads": {}}}
-            }
-        },
-        path,
-    )
-    return path
+    return save_untrained_trunk(path, cfg.MODEL, seed, train_config=cfg)
 
 
 @pytest.fixture(scope="module")
