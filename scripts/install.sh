@@ -12,7 +12,7 @@ cd "$root"
 PYTHON=${PYTHON:-python3}
 venv="$root/.venv"
 stamp="$venv/.vissl_clusterfit_installed"
-want=$(cat requirements/constraints.txt setup.cfg scripts/install.sh | sha1sum | cut -d' ' -f1)
+want=$(cat requirements/constraints.txt requirements/lint.txt setup.cfg scripts/install.sh | sha1sum | cut -d' ' -f1)
 
 fmnist=/usr/share/datasets/fashion-mnist
 if [ ! -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
@@ -46,6 +46,8 @@ echo "[install] vissl 0.1.6 + classy-vision 0.7.0 (--no-deps)"
 echo "[install] pinned requirements"
 echo "[install] (pip will report that vissl's own pins are not met: expected, they have no Python 3.11 wheels)"
 "${pip[@]}" -r requirements/constraints.txt
+echo "[install] lint tools (VISSL's black / isort / flake8 settings)"
+"${pip[@]}" -r requirements/lint.txt
 echo "[install] vissl_clusterfit (editable)"
 # compat mode puts the project root on sys.path, so hydra finds our hydra_plugins/
 # namespace package next to VISSL's.
