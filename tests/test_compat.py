@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 import vissl_clusterfit  # noqa: F401  applies the patches
-from vissl_clusterfit import compat
+from vissl_clusterfit import compat, compat_run
 
 
 def test_numpy_aliases_restore_vissl_svm_utils():
@@ -181,7 +181,7 @@ def test_launcher_reports_a_run_error_without_logging_errors(
         raise RuntimeError("boom in the engine")
 
     monkeypatch.setattr(dl, "run_engine", engine)
-    assert isinstance(dl.logging, compat._LauncherLogging)
+    assert isinstance(dl.logging, compat_run._LauncherLogging)
     run_failing_launch(cfg)
     out, err = capsys.readouterr()
     assert "--- Logging error ---" not in err, err

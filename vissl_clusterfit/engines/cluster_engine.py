@@ -14,6 +14,7 @@ from vissl.utils.env import set_env_vars
 from vissl.utils.logger import setup_logging, shutdown_logging
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
+from vissl_clusterfit.compat import shutdown_process_group
 
 
 @register_engine("vcf_cluster")
@@ -39,4 +40,7 @@ class ClusterEngine(Engine):
         trainer = SelfSupervisionTrainer(cfg, dist_run_id)
         meta = run_cluster_step(cfg, params, device=trainer.task.device)
         logging.info(f"[vcf] cluster label files: {meta['files']}")
+        # join gloo's worker threads before interpreter shutdown (exit 134 otherwise;
+        # success path only: destroying a group other ranks still use can hang)
+        shutdown_process_group()
         shutdown_logging()
