@@ -30,16 +30,43 @@ class ClusterResult:
     time_s: float
 
 
+def _result(
+    res: Any,
+    labels: np.ndarray,
+    distances: np.ndarray,
+    pca: Any,
+    feature_dim: int,
+    clustered_dim: int,
+    t0: float,
+) -> ClusterResult:
+    """A k-means result (faiss' KMeansResult or ShardedClustering) as ClusterResult."""
+    return ClusterResult(
+        labels,
+        res.centroids,
+        distances,
+        pca,
+        int(res.n_empty_reseeded),
+        float(res.objective),
+        int(feature_dim),
+        int(clustered_dim),
+        time.time() - t0,
+    )
+
+
+def _start(params: ClusterFitParams, shape: Any, algorithm: str) -> Any:
+    """Log the start of a route; (start time, K, feature dim)."""
+    k = params.num_clusters
+    logging.info(
+        f"[vcf] clustering {tuple(shape)} features (this rank's) into K={k} "
+        f"({algorithm}, {params.niter} iterations)"
+    )
+    return time.time(), k, int(shape[1])
+
+
 def cluster_on_rank0(params: ClusterFitParams, feats: np.ndarray) -> ClusterResult:
     """faiss route: all features on this process. ``feats`` is modified in place (the
     cluster step holds one copy of the features)."""
-    k = params.num_clusters
-    t0 = time.time()
-    logging.info(
-        f"[vcf] clustering {feats.shape} features into K={k} "
-        f"(k-means, {params.niter} iterations)"
-    )
-    feature_dim = int(feats.shape[1])
+    t0, k, feature_dim = _start(params, feats.shape, "k-means")
     x, pca = clustering.preprocess_features(
         feats, inplace=True, **params.preprocessing()
     )
@@ -52,17 +79,7 @@ def cluster_on_rank0(params: ClusterFitParams, feats: np.ndarray) -> ClusterResu
         max_points_per_centroid=params.max_points_per_centroid,
         verbose=False,
     )
-    return ClusterResult(
-        labels=res.labels,
-        centroids=res.centroids,
-        distances=res.distances,
-        pca=pca,
-        n_empty_reseeded=res.n_empty_reseeded,
-        objective=res.objective,
-        feature_dim=feature_dim,
-        clustered_dim=int(x.shape[1]),
-        time_s=time.time() - t0,
-    )
+    return _result(res, res.labels, res.distances, pca, feature_dim, x.shape[1], t0)
 
 
 def cluster_sharded(
@@ -70,13 +87,7 @@ def cluster_sharded(
 ) -> Optional[ClusterResult]:
     """Distributed route, called on every rank with its shard (modified in place).
     Returns the result on rank 0, None elsewhere."""
-    k = params.num_clusters
-    t0 = time.time()
-    logging.info(
-        f"[vcf] clustering sharded features ({feats_local.shape} on this rank) into "
-        f"K={k} (distributed k-means, {params.niter} iterations)"
-    )
-    feature_dim = int(feats_local.shape[1])
+    t0, k, feature_dim = _start(params, feats_local.shape, "distributed k-means")
     res = clustering.sharded_kmeans(
         feats_local, k, niter=params.niter, inplace=True, **params.preprocessing()
     )
@@ -85,17 +96,7 @@ def cluster_sharded(
     distances = clustering.gather_rows(res.distances)
     if labels is None:
         return None
-    return ClusterResult(
-        labels=labels,
-        centroids=res.centroids,
-        distances=distances,
-        pca=res.pca,
-        n_empty_reseeded=res.n_empty_reseeded,
-        objective=res.objective,
-        feature_dim=feature_dim,
-        clustered_dim=res.clustered_dim,
-        time_s=time.time() - t0,
-    )
+    return _result(res, labels, distances, res.pca, feature_dim, res.clustered_dim, t0)
 
 
 def per_label_k(counts: np.ndarray, k: int) -> np.ndarray:

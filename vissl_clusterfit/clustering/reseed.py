@@ -10,7 +10,7 @@ every rank) and, with a one-rank :class:`.comm.Comm`, the single-process
 :func:`.kmeans.run_kmeans`, so both give the same result.
 """
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -59,18 +59,20 @@ def _project_rows(
     return out
 
 
-def _split_cluster(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    centroids: torch.Tensor,
-    counts: torch.Tensor,
-    sums: torch.Tensor,
-    comm: Comm,
-    row_offset: int,
-    source: int,
-    target: int,
-    distances: Optional[torch.Tensor],
-) -> None:
+class _KMeansState(NamedTuple):
+    """What a split reads and updates in place (see ``reseed_empty_clusters``)."""
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    centroids: torch.Tensor
+    counts: torch.Tensor
+    sums: torch.Tensor
+    comm: Comm
+    row_offset: int
+    distances: Optional[torch.Tensor]
+
+
+def _split_cluster(state: _KMeansState, source: int, target: int) -> None:
     """Split cluster ``source`` in two, giving one part to the empty ``target``.
 
     Thesis Sec. 3.2 gives an empty cluster half of the images of a randomly
@@ -91,6 +93,7 @@ def _split_cluster(
     one; costs 3-5 collectives of at most D + 1 numbers. Updates the tensors
     in place.
     """
+    x, labels, centroids, counts, sums, comm, row_offset, distances = state
     n_source = float(counts[source])
     assert n_source >= 2, "splitting needs a cluster with at least two members"
     mean = sums[source] / n_source
@@ -173,6 +176,9 @@ def reseed_empty_clusters(
     Returns:
         number of clusters re-seeded.
     """
+    state = _KMeansState(
+        x, labels, centroids, counts, sums, comm, row_offset, distances
+    )
     n_reseeded = 0
     while True:
         empty = torch.nonzero(counts == 0).squeeze(1)
@@ -180,16 +186,5 @@ def reseed_empty_clusters(
             return n_reseeded
         # argmax returns the first maximum: ties go to the lowest index on every rank.
         source = int(torch.argmax(counts))
-        _split_cluster(
-            x,
-            labels,
-            centroids,
-            counts,
-            sums,
-            comm,
-            row_offset,
-            source=source,
-            target=int(empty[0]),
-            distances=distances,
-        )
+        _split_cluster(state, source=source, target=int(empty[0]))
         n_reseeded += 1

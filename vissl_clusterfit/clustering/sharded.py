@@ -22,7 +22,7 @@ except through float64 rounding of the reductions.
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -164,6 +164,26 @@ def _fit_pca(
     return PCAWhitening(dim, whiten=whiten).fit_moments(mean, cov)
 
 
+PREPROCESSING_DEFAULTS = {
+    "pca_dim": 0,
+    "whiten": True,
+    "l2_norm": True,
+    "order": "pca_l2",
+    "pca_sample_size": 0,
+}
+
+
+def _preprocessing(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The pre-processing keywords of the sharded routes, defaults filled in."""
+    unknown = sorted(set(options) - set(PREPROCESSING_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"unknown pre-processing arguments {unknown}; valid: "
+            f"{sorted(PREPROCESSING_DEFAULTS)}"
+        )
+    return {**PREPROCESSING_DEFAULTS, **options}
+
+
 def _preprocess(
     x_local: np.ndarray,
     pca_dim: int,
@@ -197,15 +217,11 @@ def _preprocess(
 def sharded_kmeans(
     x_local: np.ndarray,
     k: int,
-    pca_dim: int = 0,
-    whiten: bool = True,
-    l2_norm: bool = True,
-    order: str = "pca_l2",
-    pca_sample_size: int = 0,
     niter: int = 20,
     seed: int = 0,
     inplace: bool = False,
     process_group: Optional[object] = None,
+    **preprocessing: Any,
 ) -> ShardedClustering:
     """Pre-process (thesis Sec. 4.2) and k-means (DeeperCluster Sec. 4.2) sharded features.
 
@@ -217,19 +233,16 @@ def sharded_kmeans(
     Args:
         x_local: this rank's (n_local, D) float32 features.
         k, niter, seed: as :func:`.distributed_kmeans` (seed also seeds the PCA sample).
-        pca_dim, whiten, l2_norm, order, pca_sample_size: as ``preprocess_features``.
         inplace: allow L2-normalising ``x_local`` in place.
+        preprocessing: ``pca_dim`` (0), ``whiten`` (True), ``l2_norm`` (True),
+            ``order`` ("pca_l2"), ``pca_sample_size`` (0): as ``preprocess_features``.
     """
     x, pca, sizes = _preprocess(
         x_local,
-        pca_dim,
-        whiten,
-        l2_norm,
-        order,
-        pca_sample_size,
-        seed,
-        inplace,
-        process_group,
+        seed=seed,
+        inplace=inplace,
+        process_group=process_group,
+        **_preprocessing(preprocessing),
     )
     res = distributed_kmeans(x, k, niter=niter, seed=seed, process_group=process_group)
     return ShardedClustering(
@@ -249,15 +262,11 @@ def sharded_hierarchical_kmeans(
     x_local: np.ndarray,
     num_groups: int,
     num_sub: int,
-    pca_dim: int = 0,
-    whiten: bool = True,
-    l2_norm: bool = True,
-    order: str = "pca_l2",
-    pca_sample_size: int = 0,
     niter: int = 20,
     seed: int = 0,
     inplace: bool = False,
     process_group: Optional[object] = None,
+    **preprocessing: Any,
 ) -> ShardedHierarchicalClustering:
     """Pre-process and two-level k-means sharded features (DeeperCluster Sec. 4.2-4.3).
 
@@ -273,19 +282,15 @@ def sharded_hierarchical_kmeans(
         x_local: this rank's (n_local, D) float32 features.
         num_groups, num_sub, niter, seed: as ``hierarchical_kmeans`` (seed also
             seeds the PCA sample).
-        pca_dim, whiten, l2_norm, order, pca_sample_size, inplace: as
-            :func:`sharded_kmeans`.
+        inplace, process_group: as :func:`sharded_kmeans`.
+        preprocessing: as :func:`sharded_kmeans`.
     """
     x, pca, sizes = _preprocess(
         x_local,
-        pca_dim,
-        whiten,
-        l2_norm,
-        order,
-        pca_sample_size,
-        seed,
-        inplace,
-        process_group,
+        seed=seed,
+        inplace=inplace,
+        process_group=process_group,
+        **_preprocessing(preprocessing),
     )
     group, sub = distributed_hierarchical_kmeans(
         x, num_groups, num_sub, niter=niter, seed=seed, process_group=process_group

@@ -23,10 +23,8 @@ NUM_CLUSTERS_KEY = "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
 
 class ClusterFitHook(VcfHook):
     def __init__(self, cfg: Any) -> None:
-        super().__init__()
-        self.cfg = cfg
         # every key is validated here, before VISSL builds anything
-        self.params = ClusterFitParams.from_config(cfg)
+        super().__init__(cfg, ClusterFitParams.from_config(cfg))
         # the trainer loads the checkpoint to resume before on_start
         check_resume_head(cfg, self.params.num_clusters, NUM_CLUSTERS_KEY)
 

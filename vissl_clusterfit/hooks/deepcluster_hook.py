@@ -36,9 +36,7 @@ KEY = "config.VCF.DEEPCLUSTER"
 
 class DeepClusterHook(VcfHook):
     def __init__(self, cfg: Any) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.params = DeepClusterParams.from_config(cfg)
+        super().__init__(cfg, DeepClusterParams.from_config(cfg))
         if not self.params.deeper:  # the trainer loads the checkpoint before on_start
             check_resume_head(cfg, self.params.head_classes, f"{KEY}.NUM_CLUSTERS")
         self.state: Dict[str, Any] = {
@@ -59,13 +57,7 @@ class DeepClusterHook(VcfHook):
     def on_start(self, task: Any) -> None:
         check_head_input(task)  # before the first re-clustering
         check_transforms_fit(task.datasets["train"], "config.DATA.TRAIN.TRANSFORMS")
-        # VISSL saves task.get_classy_state() (hooks included) in every checkpoint, but
-        # its SelfSupervisionTask._set_classy_state does not hand hook states back on
-        # resume: restore ours from the loaded checkpoint here.
-        checkpoint = getattr(task, "checkpoint", None) or {}
-        saved = (
-            checkpoint.get("classy_state_dict", {}).get("hooks", {}).get(self.name())
-        )
+        saved = self.checkpointed_state(task)
         if saved:
             self.set_classy_state(saved)
             logging.info(f"[vcf] DeepCluster: restored round {saved['round']}")

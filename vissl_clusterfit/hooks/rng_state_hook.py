@@ -29,8 +29,7 @@ class RngStateHook(VcfHook):
 
     def on_start(self, task: Any) -> None:
         checkpoint = getattr(task, "checkpoint", None) or {}
-        hooks = checkpoint.get("classy_state_dict", {}).get("hooks", {})
-        saved = hooks.get(self.name())
+        saved = self.checkpointed_state(task)
         if saved and restore_rng_states(saved, checkpoint):
             logging.info("[vcf] random generator states restored from the checkpoint")
         elif checkpoint and not saved:
