@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from benchmarks import imagenet_cost as ic
+from benchmarks import cost as ic
 
 
 TRUE = (2.5e-11, 1.0e-9, 3.0e-8, 2.0e-3)  # s per nKD, nK, nD, constant
