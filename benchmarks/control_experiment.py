@@ -1,0 +1,124 @@
+"""ClusterFit's control experiment (Yan et al., CVPR 2020, Sec. 3.2, Fig. 3) as a
+benchmark: supervised N_pre on noisy Fashion-MNIST labels for each noise rate p and
+seed, N_cf over a K sweep (K chosen on validation), distillation and prototype, res5
+linear probes on four targets, the paired differences and the pre-registered
+hypotheses (benchmarks/README.md, "Control experiment"). The work is
+``vissl_clusterfit.control_experiment`` (also ``tools/control_experiment.py``); this
+script runs a preset in ``benchmarks/_work/control_experiment_<preset>/`` (resumed when
+run again) and writes ``results/control_experiment_<preset>.{json,md,png}`` with the
+machine, commit and command.
+
+``--estimate-from <report.json>`` predicts a preset's wall time on 2 idle cores from an
+earlier run's per-stage CPU seconds (the fixed cost of a stage and of a probe) plus the
+training images at ``--img-per-s`` (320: a whole N_pre stage of the README demo on the
+quiet machine, 64,000 images in 200 s after start-up; VISSL's batch loop alone runs 427,
+results/training_throughput.md), without running anything.
+
+Example (from the repository root)::
+
+    .venv/bin/python -m benchmarks.control_experiment --preset tiny
+    .venv/bin/python -m benchmarks.control_experiment --preset small \\
+        --estimate-from benchmarks/_work/control_experiment_tiny/report.json
+    .venv/bin/python -m benchmarks.control_experiment --preset small
+    .venv/bin/python -m benchmarks.control_experiment --preset full   # background
+
+Other arguments (``control.<key>=<value>``, ``config.<KEY>=<value>``) go to the mode.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+from typing import Any, Dict, List, Optional
+
+from benchmarks import common
+
+
+def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str, Any]:
+    """Seconds a preset would take: per training stage the measured fixed cost (CPU s
+    of the earlier run's stages, whose training was negligible) plus its images x
+    epochs at ``img_per_s``; per probe the earlier probes' CPU s scaled by the images
+    they extract (Fashion-MNIST train + validation + test, digits' 1797)."""
+    import dataclasses
+
+    from vissl_clusterfit.control_experiment import ControlSettings, ints, names
+
+    s = ControlSettings(preset=preset)
+    fields = {f.name for f in dataclasses.fields(ControlSettings)}
+    before = ControlSettings(
+        **{k: v for k, v in report["settings"].items() if k in fields}
+    )
+    times = report["stage_time_s"]
+    stage_cpu = [t["cpu_s"] for k, t in times.items() if not k.startswith("probe:")]
+    probe_cpu = [t["cpu_s"] for k, t in times.items() if k.startswith("probe:")]
+
+    def probe_images(x: ControlSettings) -> int:
+        test = 10000 if x.probe_test < 0 else x.probe_test
+        return x.probe_train + x.probe_val + test + 1797
+
+    cells = len(ints(s.seeds)) * len(names(s.variants)) * len(ints(s.rates))
+    methods = names(s.methods)
+    trained = (
+        1 + len(ints(s.ks)) * ("ncf" in methods) + len(methods) - ("ncf" in methods)
+    )
+    epochs = s.epochs or 40  # the cpu configs' 40 epochs when the preset keeps them
+    train_s = s.data_limit * epochs / img_per_s
+    probes = cells * trained + len(ints(s.seeds))
+    scale = probe_images(s) / probe_images(before)
+    out = {
+        "preset": preset,
+        "cells": cells,
+        "training_stages": cells * trained,
+        "probes": probes,
+        "stage_fixed_s": statistics.median(stage_cpu),
+        "stage_training_s": round(train_s, 1),
+        "probe_s": round(statistics.median(probe_cpu) * scale, 1),
+        "img_per_s": img_per_s,
+    }
+    total = cells * trained * (out["stage_fixed_s"] + train_s) + probes * out["probe_s"]
+    return dict(out, total_s=round(total), total_min=round(total / 60, 1))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.control_experiment",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--preset", default="tiny", help="tiny | small | full")
+    p.add_argument("--output", default="", help="work dir (default under _work/)")
+    p.add_argument("--name", default="", help="results stem (default by preset)")
+    p.add_argument("--estimate-from", default="", help="report.json of an earlier run")
+    p.add_argument("--img-per-s", type=float, default=320.0)
+    return p.parse_known_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args, rest = parse_args(argv)
+    if args.estimate_from:
+        with open(args.estimate_from) as f:
+            est = estimate(json.load(f), args.preset, args.img_per_s)
+        print(json.dumps(est, indent=1))
+        return est
+    from vissl_clusterfit.control_experiment import main as control_main
+
+    name = args.name or f"control_experiment_{args.preset}"
+    out = args.output or os.path.join(common.WORK_DIR, name)
+    machine = common.machine_info()
+    report = control_main(
+        [f"control.preset={args.preset}", f"control.output_dir={out}", *rest]
+    )
+    plot = common.results_path(name, "png")
+    shutil.copyfile(os.path.join(out, "fig3_control.png"), plot)
+    payload = {"benchmark": name, "machine": machine, "wall_time_s": common.elapsed_s()}
+    common.write_json(common.results_path(name, "json"), dict(payload, report=report))
+    with open(os.path.join(out, "report.md")) as f:
+        body = f.read().replace("fig3_control.png", os.path.basename(plot))
+    head = common.header_lines(machine, [f"work dir: `{out}`"])
+    common.write_text(common.results_path(name, "md"), "\n".join(head) + "\n\n" + body)
+    print(f"results: {common.results_path(name, 'md')}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
