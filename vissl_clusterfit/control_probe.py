@@ -20,12 +20,13 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from vissl_clusterfit.cluster_step.extraction import (
+    SingleFeatureTrunk,
     extract_features,
     extraction_dataset,
 )
@@ -117,21 +118,16 @@ def linear_probe(
     return out
 
 
-class Res5Grid(torch.nn.Module):
-    """A trunk seen as a trunk with one feature, ``res5grid``: res5 average-pooled to a
-    2x2 grid and flattened, for ``extract_features``."""
-
-    feat_eval_mapping = {"res5grid": "res5grid"}
+class Res5Grid(SingleFeatureTrunk):
+    """A trunk with one feature, ``res5grid``: res5 average-pooled to a 2x2 grid and
+    flattened, for ``extract_features``."""
 
     def __init__(self, trunk: torch.nn.Module) -> None:
-        super().__init__()
-        self.trunk = trunk
+        super().__init__(trunk, "res5grid")
 
-    def forward(
-        self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
-    ) -> List[torch.Tensor]:
-        res5 = self.trunk(x, out_feat_keys=["res5"])[0]
-        return [torch.nn.functional.adaptive_avg_pool2d(res5, 2).flatten(1)]
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        res5 = self.module(x, out_feat_keys=["res5"])[0]
+        return torch.nn.functional.adaptive_avg_pool2d(res5, 2).flatten(1)
 
 
 _DATASETS: Dict[Tuple, Any] = {}

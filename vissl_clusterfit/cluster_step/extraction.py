@@ -27,6 +27,25 @@ from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 TrunkLayer = Tuple[torch.nn.Module, str, str]
 
 
+class SingleFeatureTrunk(torch.nn.Module):
+    """A module seen by ``extract_features`` as a trunk with one feature,
+    ``feature``: ``compute(x)`` of the wrapped module (e.g. a model's logits, or a
+    trunk's res5 pooled to a grid)."""
+
+    def __init__(self, module: torch.nn.Module, feature: str) -> None:
+        super().__init__()
+        self.module = module
+        self.feat_eval_mapping = {feature: feature}
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
+    ) -> List[torch.Tensor]:
+        return [self.compute(x)]
+
+
 def ground_truth(dataset: Any) -> Optional[np.ndarray]:
     """The data source's class labels (for cluster metrics only), when it has any."""
     data_obj = dataset.data_objs[0]

@@ -14,6 +14,7 @@ import torch
 import yaml
 from vissl.config import AttrDict
 
+from vissl_clusterfit.cluster_step.extraction import SingleFeatureTrunk
 from vissl_clusterfit.config import compose_config
 
 
@@ -121,23 +122,18 @@ def build_npre_trunk(
     return trunk.eval()
 
 
-class TeacherLogits(torch.nn.Module):
-    """N_pre's whole model (trunk + heads) exposed like a trunk with one feature,
-    ``logits``: the last head's output. Used for the distillation baseline."""
-
-    feat_eval_mapping = {"logits": "logits"}
+class TeacherLogits(SingleFeatureTrunk):
+    """N_pre's whole model (trunk + heads) with one feature, ``logits``: the last
+    head's output. Used for the distillation baseline."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, "logits")
 
-    def forward(
-        self, x: torch.Tensor, out_feat_keys: Optional[List[str]] = None
-    ) -> List[torch.Tensor]:
-        out = self.model(x)
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
         while isinstance(out, (list, tuple)):
             out = out[-1]
-        return [out]
+        return out
 
 
 def build_npre_model(

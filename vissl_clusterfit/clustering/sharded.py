@@ -259,14 +259,7 @@ def sharded_kmeans(
 
 
 def sharded_hierarchical_kmeans(
-    x_local: np.ndarray,
-    num_groups: int,
-    num_sub: int,
-    niter: int = 20,
-    seed: int = 0,
-    inplace: bool = False,
-    process_group: Optional[object] = None,
-    **preprocessing: Any,
+    x_local: np.ndarray, num_groups: int, num_sub: int, **options: Any
 ) -> ShardedHierarchicalClustering:
     """Pre-process and two-level k-means sharded features (DeeperCluster Sec. 4.2-4.3).
 
@@ -282,15 +275,17 @@ def sharded_hierarchical_kmeans(
         x_local: this rank's (n_local, D) float32 features.
         num_groups, num_sub, niter, seed: as ``hierarchical_kmeans`` (seed also
             seeds the PCA sample).
-        inplace, process_group: as :func:`sharded_kmeans`.
-        preprocessing: as :func:`sharded_kmeans`.
+        options: ``niter`` (20), ``seed`` (0), ``inplace`` (False), ``process_group``
+            (None) and the pre-processing keywords, as :func:`sharded_kmeans`.
     """
+    niter, seed = options.pop("niter", 20), options.pop("seed", 0)
+    process_group = options.pop("process_group", None)
     x, pca, sizes = _preprocess(
         x_local,
         seed=seed,
-        inplace=inplace,
+        inplace=options.pop("inplace", False),
         process_group=process_group,
-        **_preprocessing(preprocessing),
+        **_preprocessing(options),
     )
     group, sub = distributed_hierarchical_kmeans(
         x, num_groups, num_sub, niter=niter, seed=seed, process_group=process_group
