@@ -350,3 +350,47 @@ def test_prototype_and_per_label_baselines(idx_dir, npre, tmp_path):
         ClusterFitParams.from_config(
             ncf_cfg(idx_dir, tmp_path, npre, "config.VCF.CLUSTERFIT.METHOD=per_label")
         )
+
+
+@pytest.mark.parametrize(
+    "override,error,match",
+    [
+        (
+            "config.VCF.CLUSTERFIT.NUM_CLUSTERS=-5",
+            ValueError,
+            "NUM_CLUSTERS=-5 must be",
+        ),
+        ("config.VCF.CLUSTERFIT.NUM_CLUSTERS=0", ValueError, "NUM_CLUSTERS=0 must be"),
+        ("config.VCF.CLUSTERFIT.NITER=0", ValueError, "NITER=0 must be an integer"),
+        ("config.VCF.CLUSTERFIT.ORDER=pca_first", ValueError, "ORDER=pca_first"),
+        ("config.DATA.TRAIN.DATA_PATHS=/some/folder", ValueError, "must be a list"),
+    ],
+)
+def test_every_key_is_validated_before_any_work(
+    idx_dir, npre, tmp_path, monkeypatch, override, error, match
+):
+    monkeypatch.setattr(
+        fx, "extract_features", lambda *a, **k: pytest.fail("extraction started")
+    )
+    with pytest.raises(error, match=match):
+        cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre, override))
+
+
+def test_checkpoint_directory_and_architecture_mismatch_messages(
+    idx_dir, npre, tmp_path
+):
+    with pytest.raises(ValueError, match="is a directory: point it at a checkpoint"):
+        ClusterFitParams.from_config(ncf_cfg(idx_dir, tmp_path, os.path.dirname(npre)))
+    wide = save_untrained_npre(str(tmp_path / "wide"))
+    cfg = ncf_cfg(
+        idx_dir,
+        tmp_path / "out",
+        wide,
+        "config.VCF.CLUSTERFIT.NPRE_CONFIG=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+        "config.VCF.CLUSTERFIT.NPRE_OVERRIDES=['config.MODEL.TRUNK.VCF_RESNET.WIDTH=32']",
+    )
+    with pytest.raises(ValueError) as err:
+        cluster_dataset(cfg)
+    message = str(err.value)
+    assert "tensors differ in shape" in message and "Set NPRE_CONFIG" in message
+    assert len(message.splitlines()) == 1 and len(message) < 1000, message

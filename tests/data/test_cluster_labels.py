@@ -67,3 +67,40 @@ def test_fingerprint_is_stable_and_sensitive():
     a = cl.fingerprint({"k": 10, "layer": "res5", "x": [1, 2]})
     assert a == cl.fingerprint({"layer": "res5", "x": [1, 2], "k": 10})
     assert a != cl.fingerprint({"k": 11, "layer": "res5", "x": [1, 2]})
+
+
+def test_label_files_get_the_umask_mode_and_meta_lists_written_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        paths = _write(tmp_path, np.array([0, 1, 2]))
+    finally:
+        os.umask(old)
+    for path in paths.values():
+        assert os.stat(path).st_mode & 0o777 == 0o644, path  # mkstemp alone: 0600
+    meta = cl.read_meta(str(tmp_path), "cf")
+    # no PCA and no teacher logits were written: the meta does not list them
+    assert sorted(meta["files"]) == ["centroids", "distances", "labels", "meta"]
+    assert all(os.path.isfile(p) for p in meta["files"].values())
+
+
+def test_stale_tmp_files_of_a_killed_write_are_removed(tmp_path):
+    stale = tmp_path / "cf_labels.npy.abc123.tmp"
+    stale.write_bytes(b"half a file")
+    other = tmp_path / "other_labels.npy.xyz.tmp"  # another prefix: left alone
+    other.write_bytes(b"x")
+    _write(tmp_path, np.array([0, 1, 2]))
+    assert not stale.exists() and other.exists()
+
+
+def test_unreadable_meta_and_deleted_labels_name_the_file(tmp_path):
+    paths = _write(tmp_path, np.array([0, 1, 2]))
+    os.unlink(paths["labels"])
+    meta = cl.read_meta(str(tmp_path), "cf")
+    with pytest.raises(
+        FileNotFoundError, match="missing although its meta file exists"
+    ):
+        cl.verify_label_set(str(tmp_path), "cf", meta)
+    with open(paths["meta"], "w") as f:
+        f.write('{"num_clusters": 3, "trunc')  # a truncated meta
+    with pytest.raises(ValueError, match="cf_meta.json is unreadable"):
+        cl.read_meta(str(tmp_path), "cf")
