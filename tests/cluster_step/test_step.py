@@ -220,6 +220,7 @@ def test_multitask_concatenates_features_and_assigns_test(idx_dir, npre, tmp_pat
     )
     meta = cluster_dataset(cfg)
     assert meta["feature_dim"] == 128 + 64  # res5 (128) + res4 (64), avg-pooled
+    assert meta["settings"]["npre_features"] == "l2_each_then_concat"
     test_labels = np.load(label_paths(output_dir(cfg), "clusterfit_test")["labels"])
     assert test_labels.shape == (50,) and test_labels.max() < 6
 
@@ -394,3 +395,37 @@ def test_checkpoint_directory_and_architecture_mismatch_messages(
     message = str(err.value)
     assert "tensors differ in shape" in message and "Set NPRE_CONFIG" in message
     assert len(message.splitlines()) == 1 and len(message) < 1000, message
+
+
+class _Scaled(fx.SingleFeatureTrunk):
+    """A 'trunk' whose one feature is a fixed linear map of the image times ``scale``."""
+
+    def __init__(self, dim: int, scale: float, seed: int) -> None:
+        torch.manual_seed(seed)
+        super().__init__(torch.nn.Linear(12, dim), "res5")
+        self.scale = scale
+
+    def compute(self, x):
+        return self.module(x.flatten(1)) * self.scale
+
+
+def test_multitask_features_are_l2_normalised_per_npre_before_concatenation():
+    images = [{"data": [torch.randn(3, 2, 2)]} for _ in range(10)]
+    small, huge = _Scaled(4, 1.0, 0), _Scaled(32, 1000.0, 1)
+    feats = fx.extract_features(
+        [(small, "res5", "avg"), (huge, "res5", "avg")], images, 4, "cpu"
+    )
+    assert feats.shape == (10, 4 + 32)
+    # each N_pre's block lies on the unit sphere: the wide, large one does not dominate
+    np.testing.assert_allclose(np.linalg.norm(feats[:, :4], axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(feats[:, 4:], axis=1), 1, rtol=1e-5)
+    # by hand: each block is its trunk's feature over its norm
+    x = torch.stack([im["data"][0] for im in images])
+    with torch.no_grad():
+        ref = small.compute(x)
+    np.testing.assert_allclose(
+        feats[:, :4], (ref / ref.norm(dim=1, keepdim=True)).numpy(), rtol=1e-5
+    )
+    # one N_pre: its features unchanged (the cluster step's L2_NORM applies later)
+    alone = fx.extract_features([(huge, "res5", "avg")], images, 4, "cpu")
+    assert np.linalg.norm(alone, axis=1).min() > 100

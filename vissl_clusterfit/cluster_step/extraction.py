@@ -87,6 +87,15 @@ def pool_features(feat: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"pooling={pooling}: use avg, max or flatten")
 
 
+def concat_npre_features(parts: List[torch.Tensor]) -> torch.Tensor:
+    """Multi-task ClusterFit (paper, supplementary): each N_pre's features L2-normalised,
+    then concatenated, so no network dominates the distances by the scale or width of
+    its features. One N_pre: unchanged (L2_NORM / PCA apply later)."""
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], 1)
+
+
 def last_relu(trunk: torch.nn.Module, layer: str) -> torch.nn.ReLU:
     """The ReLU that produces ``layer``'s output: the last ReLU module of the block the
     trunk maps ``layer`` to (torchvision's and VISSL's ResNet blocks call their ``relu``
@@ -210,8 +219,8 @@ def extract_features(
     gather: bool = True,
     preactivation: bool = False,
 ) -> Optional[np.ndarray]:
-    """Features of every sample, the pooled layer of each trunk concatenated
-    (multi-task ClusterFit), on rank 0 as ``(N, D)`` float32 in dataset order; None on
+    """Features of every sample, the pooled layer of each trunk (several trunks:
+    multi-task ClusterFit, each L2-normalised, ``concat_npre_features``), on rank 0 as ``(N, D)`` float32 in dataset order; None on
     other ranks.
 
     ``shard=False``: this process alone extracts everything (no collective calls).
@@ -276,7 +285,7 @@ def _extract_local(
             out = trunk(images, out_feat_keys=[layer])[0]
             out = preact["x"] if preact is not None else out
             parts.append(pool_features(out, pooling).float().cpu())
-        feats = torch.cat(parts, 1).numpy()
+        feats = concat_npre_features(parts).numpy()
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
         local[done : done + len(feats)] = feats

@@ -63,11 +63,15 @@ def label_settings(cfg: Any, params: ClusterFitParams, length: int) -> Dict[str,
         dict(spec.as_dict(), CHECKPOINT_SHA256=file_sha256(spec.checkpoint))
         for spec in params.npre
     ]
-    return {
+    settings = {
         "npre": npre_specs,
         **params.settings(),
         "dataset": _dataset_settings(cfg.DATA.TRAIN, length),
     }
+    if len(npre_specs) > 1:
+        # label files made before each N_pre was L2-normalised are not reused
+        settings["npre_features"] = "l2_each_then_concat"
+    return settings
 
 
 def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
