@@ -10,6 +10,7 @@ import torch
 import vissl_clusterfit
 from vissl_clusterfit.config import add_plugin_defaults, plugin_defaults
 from vissl_clusterfit.launcher import compose_config
+from vissl_clusterfit.pipeline_settings import ncf_seed
 
 
 CONFIG_ROOT = os.path.join(
@@ -45,6 +46,10 @@ def test_config_composes_and_builds(name, tmp_path):
         out = model(x)
     if "/clusterfit/ncf" in name:
         assert out[0].shape[-1] == cfg.VCF.CLUSTERFIT.NUM_CLUSTERS
+    if "/clusterfit/" in name:  # N_cf, distillation: not N_pre's initial weights
+        assert cfg.SEED_VALUE == ncf_seed(0) != 0, name
+    if "/pretrain/" in name:
+        assert cfg.SEED_VALUE == 0, name
     if "/benchmark/" in name:
         assert len(out) == 5 and all(o.shape == (2, 10) for o in out)
     deeper = cfg.VCF.DEEPCLUSTER.DEEPER

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import run_tool
 from vissl_clusterfit import control_report as cr
@@ -245,6 +246,9 @@ def test_tiny_preset_end_to_end_and_resumed(idx_dir, tmp_path):
         files = os.listdir(folder)
         assert any(f.startswith("model_final_checkpoint") for f in files), (name, files)
         assert "probe_res5.json" in files, (name, files)
+        # N_cf, distillation and prototype do not start from N_pre's initial weights
+        seed = yaml.safe_load(open(os.path.join(folder, "train_config.yaml")))
+        assert seed["SEED_VALUE"] == (0 if name == "npre" else 1000), name
         if name != "npre":
             labels = "distill_supervised" if name == "distill" else "clusterfit"
             meta = os.path.join(folder, "clusterfit", f"{labels}_meta.json")

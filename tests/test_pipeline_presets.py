@@ -133,3 +133,27 @@ def test_folder_without_val_is_refused(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="no val folder"):
         Pipeline(s, [])
+
+
+def test_ncf_does_not_start_from_npre_initial_weights(tmp_path, monkeypatch):
+    """N_pre runs with the pipeline's seed; N_cf (labels derived from N_pre) with
+    ncf_seed(seed), so the two networks are initialised differently."""
+    import vissl_clusterfit.pipeline as pipeline
+
+    calls = []
+
+    def fake_call(cmd, **kwargs):
+        calls.append(cmd)
+        folder = next(
+            a.split("=", 1)[1] for a in cmd if a.startswith("config.CHECKPOINT.DIR=")
+        )
+        open(os.path.join(folder, "model_final_checkpoint_phase0.torch"), "w").close()
+        return 0
+
+    monkeypatch.setattr(pipeline.subprocess, "call", fake_call)
+    pipe = Pipeline(PipelineSettings(output_dir=str(tmp_path), seed=3), [])
+    pipe.train("npre", "c", [])
+    pipe.train("ncf", "c", [], from_npre_labels=True)
+    seeds = [[a for a in cmd if a.startswith("config.SEED_VALUE=")] for cmd in calls]
+    assert seeds == [["config.SEED_VALUE=3"], [f"config.SEED_VALUE={3 + 1000}"]]
+    assert pipeline.ncf_seed(3) == 1003

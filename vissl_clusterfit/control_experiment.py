@@ -104,7 +104,8 @@ class ControlExperiment:
 
     def _train(self, cell: Pipeline, name: str, config: str, over: List[str]) -> str:
         def run() -> Tuple[str, bool]:
-            ckpt = cell.train(name, f"vissl_clusterfit/{config}", over)
+            ncf = name != "npre"  # N_cf, distillation, prototype: their own init
+            ckpt = cell.train(name, f"vissl_clusterfit/{config}", over, ncf)
             return ckpt, cell.timings.pop(name, None) is not None
 
         return self._timed(os.path.relpath(f"{cell.out}/{name}", self.out), run)

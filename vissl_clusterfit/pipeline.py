@@ -42,6 +42,7 @@ from vissl_clusterfit.pipeline_settings import (  # noqa: F401  (re-exported)
     PipelineData,
     PipelineSettings,
     Preset,
+    ncf_seed,
 )
 
 
@@ -75,16 +76,23 @@ class Pipeline:
         return template.format(p=pretext, scale=self.s.scale, target=target)
 
     # -- running one VISSL stage ------------------------------------------------------
-    def _common(self) -> List[str]:
+    def _common(self, seed: Optional[int] = None) -> List[str]:
         options = self.preset.group_options.get(self.s.scale, ())
         group = [f"+vissl_clusterfit_defaults=[{','.join(options)}]"] if options else []
         return [
             *group,
             f"config.DISTRIBUTED.NUM_PROC_PER_NODE={self.s.num_proc}",
-            f"config.SEED_VALUE={self.s.seed}",
+            f"config.SEED_VALUE={self.s.seed if seed is None else seed}",
         ]
 
-    def run_stage(self, name: str, overrides: List[str], engine: str = "train") -> str:
+    def run_stage(
+        self,
+        name: str,
+        overrides: List[str],
+        engine: str = "train",
+        seed: Optional[int] = None,
+    ) -> str:
+        """One VISSL run (``seed``: its SEED_VALUE, default the pipeline's seed)."""
         folder = os.path.join(self.out, name)
         os.makedirs(folder, exist_ok=True)
         cmd = [
@@ -92,7 +100,7 @@ class Pipeline:
             os.path.join(ROOT, "tools", "run_distributed_engines.py"),
             f"engine_name={engine}",
             *overrides,
-            *self._common(),
+            *self._common(seed),
             f"config.CHECKPOINT.DIR={folder}",
             *self.passthrough,
         ]
@@ -118,13 +126,23 @@ class Pipeline:
         print(f"[pipeline] {name}: done in {self.timings[name]:.0f}s", flush=True)
         return folder
 
-    def train(self, name: str, config: str, overrides: List[str]) -> str:
+    def train(
+        self,
+        name: str,
+        config: str,
+        overrides: List[str],
+        from_npre_labels: bool = False,
+    ) -> str:
+        """Train one stage (reused when its final checkpoint exists). A model trained
+        on labels derived from N_pre (``from_npre_labels``) gets its own initial
+        weights: SEED_VALUE ``ncf_seed(seed)``."""
         folder = os.path.join(self.out, name)
         ckpt = final_checkpoint(folder)
         if ckpt:
             print(f"[pipeline] {name}: reusing {ckpt}", flush=True)
             return ckpt
-        self.run_stage(name, [f"config={config}", *overrides])
+        seed = ncf_seed(self.s.seed) if from_npre_labels else None
+        self.run_stage(name, [f"config={config}", *overrides], seed=seed)
         ckpt = final_checkpoint(folder)
         if not ckpt:
             raise RuntimeError(
@@ -212,6 +230,7 @@ class Pipeline:
                     f"config.VCF.CLUSTERFIT.SEED={s.seed}",
                     *self.data_overrides(cluster_labels=True),
                 ],
+                from_npre_labels=True,
             )
             clusters[p] = read_meta(
                 clusterfit_output_dir("", os.path.join(self.out, ncf_name)),
