@@ -196,9 +196,20 @@ def markdown(result: Dict[str, Any], diffs: Dict[str, Dict[str, Any]]) -> str:
         lines += ["| probe layer | mean [95% CI] |", "|---|---|"]
         lines += [f"| {c} | {_ci(d)} |" for c, d in cells.items()]
         lines.append("")
-    lines += ["## Re-clustering cost (fraction of an epoch's wall time)", ""]
-    for method, cost in result["recluster_cost"].items():
-        lines.append(f"- {method}: {cost}")
+    lines += [
+        "## Re-clustering cost",
+        "",
+        "Extraction + clustering of a round over the wall time from that round to the",
+        "next (one epoch plus its re-clustering), mean over the rounds of each seed:",
+        "",
+    ]
+    for method, costs in result["recluster_cost"].items():
+        have = [c for c in costs if c]
+        per_seed = ", ".join(
+            f"{100 * c['mean_fraction']:.0f}% ({c['rounds']} rounds)" for c in have
+        )
+        mean = sum(c["mean_fraction"] for c in have) / max(1, len(have))
+        lines.append(f"- {method}: {per_seed}; mean {100 * mean:.0f}%")
     return "\n".join(lines) + "\n"
 
 

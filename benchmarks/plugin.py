@@ -24,6 +24,7 @@ import torch
 
 import vissl_clusterfit  # noqa: F401  registers the plugin, applies the compat patches
 from vissl_clusterfit import clustering  # noqa: F401  (pure k-means, PCA, metrics)
+from vissl_clusterfit import control_report  # paired CIs, K chosen on validation
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     run_cluster_step as _run_cluster_step,
@@ -38,19 +39,24 @@ from vissl_clusterfit.compat import (  # the patched function checkpoint_load co
     _fast_broadcast_object as patched_broadcast_object,
 )
 from vissl_clusterfit.config import compose_config
+from vissl_clusterfit.control_probe import cached_probe  # res5 probe with validation
 from vissl_clusterfit.data.cluster_labels import label_paths
+from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
 from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
 from vissl_clusterfit.report import LAYERS, accuracy_table
 
 
 __all__ = [
+    "FMNIST_PATH",
     "LAYERS",
     "Pipeline",
     "PipelineSettings",
     "accuracy_table",
     "build_npre_trunk",
+    "cached_probe",
     "clustering",
     "compose_config",
+    "control_report",
     "dataset_labels",
     "extract_features",
     "extraction_dataset",

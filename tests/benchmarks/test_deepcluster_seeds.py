@@ -1,0 +1,66 @@
+"""benchmarks.deepcluster_seeds: paired comparisons, re-clustering cost, report."""
+
+import math
+
+from benchmarks import deepcluster_seeds as ds
+
+
+def _seed(dc, rnd, deeper, rot):
+    probe = lambda v: {"fmnist full": {"res5": v}}  # noqa: E731
+    return {
+        "probes": {
+            "deepcluster": probe(dc),
+            "random": probe(rnd),
+            "deepercluster": probe(deeper),
+            "rotnet": probe(rot),
+        }
+    }
+
+
+def test_compare_pairs_by_seed():
+    per_seed = {
+        0: _seed(80, 76, 82, 81),
+        1: _seed(81, 78, 83, 81),
+        2: _seed(79, 74, 84, 82),
+    }
+    diffs = ds.compare(per_seed)
+    d = diffs["DeepCluster - random init"]["fmnist full res5"]
+    assert math.isclose(d.diff, (4 + 3 + 5) / 3)
+    # sd of (4, 3, 5) is 1; t(0.975, 2) = 4.3027
+    assert math.isclose(d.ci_high - d.diff, 4.302653 / math.sqrt(3), rel_tol=1e-5)
+    assert math.isclose(
+        diffs["DeeperCluster - its RotNet init"]["fmnist full res5"].diff, 5 / 3
+    )
+
+
+def test_recluster_cost_is_cluster_time_over_round_time():
+    rounds = [
+        {"unix_time": 100.0, "extract_s": 2.0, "cluster_s": 1.0},
+        {"unix_time": 110.0, "extract_s": 3.0, "cluster_s": 2.0},
+        {"unix_time": 120.0},
+    ]
+    cost = ds.recluster_cost(rounds)
+    assert cost == {"mean_fraction": (0.3 + 0.5) / 2, "rounds": 2}
+    assert ds.recluster_cost(rounds[:1]) is None
+
+
+def test_markdown_has_primary_table_and_readable_cost():
+    per_seed = {
+        0: _seed(80, 76, 82, 81),
+        1: _seed(81, 78, 83, 81),
+        2: _seed(79, 74, 84, 82),
+    }
+    result = {
+        "seeds": [0, 1, 2],
+        "machine": {"command": "x", "commit": "c", "date": "d"},
+        "recluster_cost": {
+            "deepcluster": [{"mean_fraction": 0.25, "rounds": 9}] * 3,
+            "deepercluster": [{"mean_fraction": 0.5, "rounds": 4}, None],
+        },
+    }
+    md = ds.markdown(result, ds.compare(per_seed))
+    assert "| DeepCluster - random init | +4.00 [" in md
+    assert (
+        "- deepcluster: 25% (9 rounds), 25% (9 rounds), 25% (9 rounds); mean 25%" in md
+    )
+    assert "- deepercluster: 50% (4 rounds); mean 50%" in md
