@@ -54,6 +54,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--groups", type=int, default=4)
     ap.add_argument("--sub", type=int, default=10)
     ap.add_argument("--probe-images", type=int, default=5000)
+    ap.add_argument(
+        "--retrain-check",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="retrain SEED's models in a scratch dir and compare their weights with "
+        "the stored ones (are stages trained by an earlier commit still valid?)",
+    )
     ap.add_argument("--name", default="deepcluster_seeds")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -111,6 +119,40 @@ def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
         },
         "stage_time_s": pipe.timings,
     }
+
+
+def retrain_check(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
+    """Train ``seed``'s four models again (current commit) in ``<out>_retrain`` and
+    compare every tensor of their checkpoints with the stored ones: max |difference|
+    0 means the stored stages are what this commit trains."""
+    import torch
+
+    stored = train_seed(args, seed)["checkpoints"]
+    fresh_args = argparse.Namespace(**{**vars(args), "out": args.out + "_retrain"})
+    fresh = train_seed(fresh_args, seed)["checkpoints"]
+
+    def tensors(path: str) -> Dict[str, Any]:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = state.get("classy_state_dict", state)["base_model"]["model"]
+        return {f"{part}.{k}": v for part in model for k, v in model[part].items()}
+
+    out = {}
+    for name in stored:
+        a, b = tensors(stored[name]), tensors(fresh[name])
+        diff = max(
+            float((a[k].double() - b[k].double()).abs().max())
+            for k in a
+            if k in b and torch.is_tensor(a[k]) and a[k].numel()
+        )
+        out[name] = {
+            "tensors": len(a),
+            "same_keys": set(a) == set(b),
+            "max_abs_diff": diff,
+        }
+    result = {"seed": seed, "machine": common.machine_info(), "models": out}
+    common.write_json(common.results_path(f"{args.name}_retrain_check", "json"), result)
+    print(json.dumps(out, indent=1))
+    return result
 
 
 def probe_all(args: argparse.Namespace, checkpoint: str) -> Dict[str, Dict[str, float]]:
@@ -215,6 +257,8 @@ def markdown(result: Dict[str, Any], diffs: Dict[str, Dict[str, Any]]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    if args.retrain_check is not None:
+        return retrain_check(args, args.retrain_check)
     t0 = time.time()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     per_seed: Dict[int, Dict[str, Any]] = {}

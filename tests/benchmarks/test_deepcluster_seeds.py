@@ -64,3 +64,31 @@ def test_markdown_has_primary_table_and_readable_cost():
         "- deepcluster: 25% (9 rounds), 25% (9 rounds), 25% (9 rounds); mean 25%" in md
     )
     assert "- deepercluster: 50% (4 rounds); mean 50%" in md
+
+
+def test_retrain_check_compares_every_tensor(tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+
+    from benchmarks import common
+
+    def save(path, value):
+        model = {"trunk": {"w": torch.full((2,), value)}, "heads": {"b": torch.ones(1)}}
+        torch.save({"classy_state_dict": {"base_model": {"model": model}}}, path)
+        return str(path)
+
+    stored = {"deepcluster": save(tmp_path / "a.torch", 1.0)}
+    fresh = {"deepcluster": save(tmp_path / "b.torch", 1.25)}
+    monkeypatch.setattr(
+        ds,
+        "train_seed",
+        lambda args, seed: {
+            "checkpoints": fresh if args.out.endswith("_retrain") else stored
+        },
+    )
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    args = argparse.Namespace(out=str(tmp_path / "w"), name="t")
+    res = ds.retrain_check(args, 1)["models"]["deepcluster"]
+    assert res == {"tensors": 2, "same_keys": True, "max_abs_diff": 0.25}
+    assert (tmp_path / "t_retrain_check.json").is_file()
