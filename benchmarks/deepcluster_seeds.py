@@ -66,7 +66,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     if not args.out:
-        key = {k: v for k, v in vars(args).items() if k not in ("name", "out", "seeds")}
+        key = {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("name", "out", "seeds", "retrain_check")
+        }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         args.out = os.path.join(common.WORK_DIR, "deepcluster_seeds", digest)
     return args

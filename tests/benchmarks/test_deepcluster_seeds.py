@@ -92,3 +92,9 @@ def test_retrain_check_compares_every_tensor(tmp_path, monkeypatch):
     res = ds.retrain_check(args, 1)["models"]["deepcluster"]
     assert res == {"tensors": 2, "same_keys": True, "max_abs_diff": 0.25}
     assert (tmp_path / "t_retrain_check.json").is_file()
+
+
+def test_work_dir_depends_on_training_settings_only():
+    base = ds.parse_args([]).out
+    assert ds.parse_args(["--retrain-check", "1", "--seeds", "0"]).out == base
+    assert ds.parse_args(["--epochs", "11"]).out != base
