@@ -10,7 +10,7 @@ population``).
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -113,3 +113,22 @@ def check_resume_head(cfg: Any, classes: int, key: str) -> None:
         f"Use another config.CHECKPOINT.DIR for K={classes}, or set {key}={found} to "
         "resume that run"
     )
+
+
+def feature_names(trunk: torch.nn.Module) -> List[str]:
+    mapping = getattr(trunk, "feat_eval_mapping", None)
+    if mapping:
+        return list(mapping.keys())
+    blocks = getattr(trunk, "_feature_blocks", None)
+    return list(blocks.keys()) if blocks is not None else []
+
+
+def check_layer(
+    trunk: torch.nn.Module, layer: str, key: str = "config.VCF.CLUSTERFIT.FEATURE_LAYER"
+) -> None:
+    names = feature_names(trunk)
+    if layer not in names:
+        raise ValueError(
+            f"{key}={layer} is not a feature of the trunk ({type(trunk).__name__}); "
+            f"available: {', '.join(names)}"
+        )

@@ -19,7 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vissl_clusterfit.cluster_step.checks import check_data_limit, check_transforms_fit
+from vissl_clusterfit.cluster_step.checks import (
+    check_data_limit,
+    check_layer,
+    check_transforms_fit,
+)
 from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 
 
@@ -52,25 +56,6 @@ def ground_truth(dataset: Any) -> Optional[np.ndarray]:
     if hasattr(data_obj, "get_labels"):
         return np.asarray(data_obj.get_labels(), dtype=np.int64)
     return None
-
-
-def feature_names(trunk: torch.nn.Module) -> List[str]:
-    mapping = getattr(trunk, "feat_eval_mapping", None)
-    if mapping:
-        return list(mapping.keys())
-    blocks = getattr(trunk, "_feature_blocks", None)
-    return list(blocks.keys()) if blocks is not None else []
-
-
-def check_layer(
-    trunk: torch.nn.Module, layer: str, key: str = "config.VCF.CLUSTERFIT.FEATURE_LAYER"
-) -> None:
-    names = feature_names(trunk)
-    if layer not in names:
-        raise ValueError(
-            f"{key}={layer} is not a feature of the trunk ({type(trunk).__name__}); "
-            f"available: {', '.join(names)}"
-        )
 
 
 def pool_features(feat: torch.Tensor, pooling: str) -> torch.Tensor:
