@@ -214,7 +214,7 @@ def compare(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _ci(d: Any) -> str:
+def format_ci(d: Any) -> str:
     """mean [95% CI] of a paired difference (the mean alone with one seed)."""
     if d.ci_low is None:
         return f"{d.diff:+.2f}"
@@ -229,7 +229,7 @@ def markdown(result: Dict[str, Any], diffs: Dict[str, Dict[str, Any]]) -> str:
     lines += ["| comparison | mean [95% CI] |", "|---|---|"]
     for label, cells in diffs.items():
         d = cells.get(primary)
-        lines.append(f"| {label} | {_ci(d) if d else 'n/a'} |")
+        lines.append(f"| {label} | {format_ci(d) if d else 'n/a'} |")
     lines += ["", "## Every probe and layer", ""]
     for label, cells in diffs.items():
         positive = sum(d.diff > 0 for d in cells.values())
@@ -240,7 +240,7 @@ def markdown(result: Dict[str, Any], diffs: Dict[str, Dict[str, Any]]) -> str:
             "",
         ]
         lines += ["| probe layer | mean [95% CI] |", "|---|---|"]
-        lines += [f"| {c} | {_ci(d)} |" for c, d in cells.items()]
+        lines += [f"| {c} | {format_ci(d)} |" for c, d in cells.items()]
         lines.append("")
     lines += [
         "## Re-clustering cost",
