@@ -98,3 +98,16 @@ def test_work_dir_depends_on_training_settings_only():
     base = ds.parse_args([]).out
     assert ds.parse_args(["--retrain-check", "1", "--seeds", "0"]).out == base
     assert ds.parse_args(["--epochs", "11"]).out != base
+
+
+def test_preactivation_compare_pairs_seeds_both_have():
+    from benchmarks import deepcluster_preactivation as dp
+
+    pre = {0: {"fmnist full": {"res5": 80.0}}, 1: {"fmnist full": {"res5": 83.0}}}
+    post = {
+        0: {"fmnist full": {"res5": 79.0}},
+        1: {"fmnist full": {"res5": 81.0}},
+        2: {"fmnist full": {"res5": 99.0}},  # no pre-activation run: not paired
+    }
+    d = dp.compare(pre, post)[dp.PRIMARY]
+    assert d.diff == 1.5 and d.n == 2
