@@ -53,6 +53,10 @@ def test_config_composes_and_builds(name, tmp_path):
     if "/benchmark/" in name:
         assert len(out) == 5 and all(o.shape == (2, 10) for o in out)
     deeper = cfg.VCF.DEEPCLUSTER.DEEPER
+    if cfg.VCF.DEEPCLUSTER.ENABLED:
+        # the measured settings: DeepCluster pre-activation (deepcluster_preactivation
+        # benchmark), DeeperCluster post-ReLU
+        assert cfg.VCF.DEEPCLUSTER.PREACTIVATION is (not deeper.ENABLED), name
     if cfg.VCF.DEEPCLUSTER.ENABLED and deeper.ENABLED:
         # head, loss and collator must agree with the two-level k-means (DeeperCluster Eq. 5)
         head = cfg.MODEL.HEAD.PARAMS[0][1]

@@ -49,7 +49,7 @@ class DeepClusterParams:
     num_sub: int
     num_workers: int
     rounds_file: str
-    preactivation: bool = False
+    preactivation: bool = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> "DeepClusterParams":
@@ -83,7 +83,7 @@ class DeepClusterParams:
             num_sub=check_int(s, "DEEPER.NUM_SUB", deeper.get("NUM_SUB", 10), 1),
             num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
             rounds_file=os.path.join(cfg.CHECKPOINT.DIR, "deepcluster_rounds.jsonl"),
-            preactivation=bool(p.get("PREACTIVATION", False)),
+            preactivation=bool(p.get("PREACTIVATION", True)),
         )
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, p.TRANSFORMS)
