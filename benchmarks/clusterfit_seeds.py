@@ -21,9 +21,6 @@ command runs again (also after a kill), so the seeds can be run one at a time.
 """
 
 import argparse
-import hashlib
-import json
-import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -35,6 +32,7 @@ from benchmarks.plugin import (
     cached_probe,
     control_report as cr,
 )
+from benchmarks.reproduction.settings import ints, names
 
 
 TARGETS = ("fmnist10", "tops4", "digits10")
@@ -64,14 +62,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     if not args.out:
-        key = {k: v for k, v in vars(args).items() if k not in ("name", "out", "seeds")}
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        args.out = os.path.join(common.WORK_DIR, "clusterfit_seeds", digest)
+        args.out = common.settings_work_dir("clusterfit_seeds", args, ("seeds",))
     return args
-
-
-def _list(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Dict[str, Any]]:
@@ -84,7 +76,7 @@ def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Dict[str, Any]]
     data = [f"config.DATA.TRAIN.DATA_LIMIT={args.images}"]
     epochs = f"config.OPTIMIZER.num_epochs={args.epochs}"
     models: Dict[str, Dict[str, Any]] = {}
-    for p in _list(args.pretexts):
+    for p in names(args.pretexts):
         npre = pipe.train(
             f"npre_{p}", f"vissl_clusterfit/pretrain/{p}_fmnist_cpu", [*data, epochs]
         )
@@ -97,7 +89,7 @@ def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Dict[str, Any]]
         models[f"N_pre 2x {p}"] = dict(
             checkpoint=npre2x, pretexts=[p], model="N_pre 2x"
         )
-        for k in map(int, _list(args.ks)):
+        for k in ints(args.ks):
             ncf = pipe.train(
                 f"ncf_{p}_k{k}",
                 f"vissl_clusterfit/clusterfit/ncf_{p}_fmnist_cpu",
@@ -115,7 +107,7 @@ def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Dict[str, Any]]
             )
     random = pipe.random_init_checkpoint()
     models["random init"] = dict(
-        checkpoint=random, pretexts=_list(args.pretexts), model="random init"
+        checkpoint=random, pretexts=names(args.pretexts), model="random init"
     )
     return models
 
@@ -209,7 +201,7 @@ def markdown(result: Dict[str, Any], s: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     t0 = time.time()
-    seeds = [int(x) for x in _list(args.seeds)]
+    seeds = ints(args.seeds)
     records: List[Dict[str, Any]] = []
     checkpoints: Dict[int, Dict[str, str]] = {}
     for seed in seeds:
@@ -217,13 +209,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         checkpoints[seed] = {n: m["checkpoint"] for n, m in models.items()}
         records += records_of(args, seed, models)
         print(f"[clusterfit_seeds] seed {seed} trained and probed", flush=True)
-    s = summarise(records, _list(args.pretexts))
+    s = summarise(records, names(args.pretexts))
     result = {
         "command": common.command_line(),
         "machine": common.machine_info(),
         "args": vars(args),
         "seeds": seeds,
-        "pretexts": _list(args.pretexts),
+        "pretexts": names(args.pretexts),
         "checkpoints": checkpoints,
         "records": s["records"],
         "differences": s["differences"],

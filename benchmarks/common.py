@@ -6,6 +6,7 @@ a number can be traced back to how it was produced.
 """
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -159,6 +160,16 @@ def header_lines(machine: Dict[str, Any], extra: Sequence[str] = ()) -> List[str
         f"faiss {m.get('faiss')}, scikit-learn {m.get('sklearn')}",
     ]
     return lines + [f"- {e}" for e in extra]
+
+
+def settings_work_dir(benchmark: str, args: Any, ignore: Sequence[str] = ()) -> str:
+    """``WORK_DIR/<benchmark>/<hash>``: one work dir per training setting, the hash of
+    ``vars(args)`` without ``name``, ``out`` and ``ignore`` (options that change no
+    trained stage), so a rerun reuses only the stages of its own settings."""
+    skip = {"name", "out", *ignore}
+    key = {k: v for k, v in vars(args).items() if k not in skip}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return os.path.join(WORK_DIR, benchmark, digest)
 
 
 def results_path(name: str, ext: str) -> str:

@@ -12,45 +12,12 @@ Example (from the repository root)::
     .venv/bin/python -m benchmarks.deepcluster_preactivation --seeds 0,1,2
 """
 
-import os
 from typing import Any, Dict, List, Optional
 
-from benchmarks import common, deepcluster_seeds as ds, report
-from benchmarks.plugin import LAYERS, Pipeline, PipelineSettings
+from benchmarks import common, deepcluster_seeds as ds
 
 
 PRIMARY = "fmnist full res5"
-
-
-def train_preactivation(args: Any, seed: int) -> str:
-    out = os.path.join(args.out, f"seed{seed}")
-    pipe = Pipeline(PipelineSettings(output_dir=out, scale="cpu", seed=seed), [])
-    return pipe.train(
-        "deepcluster_preact",
-        "vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
-        [
-            f"config.DATA.TRAIN.DATA_LIMIT={args.images}",
-            f"config.VCF.DEEPCLUSTER.SEED={seed}",
-            f"config.OPTIMIZER.num_epochs={args.epochs}",
-            f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={args.k}",
-            "config.VCF.DEEPCLUSTER.PREACTIVATION=true",
-        ],
-    )
-
-
-def compare(pre: Dict[int, Dict], post: Dict[int, Dict]) -> Dict[str, Any]:
-    """Paired pre - post per probe and layer (seeds both have)."""
-    seeds = sorted(set(pre) & set(post))
-    cells = {}
-    for probe in post[seeds[0]]:
-        for layer in LAYERS:
-            try:
-                xs = [pre[s][probe][layer] for s in seeds]
-                ys = [post[s][probe][layer] for s in seeds]
-            except KeyError:
-                continue
-            cells[f"{probe} {layer}"] = report.paired_difference(xs, ys)
-    return cells
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -58,11 +25,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     pre, post = {}, {}
     for seed in seeds:
-        post[seed] = ds.probe_all(
-            args, ds.train_seed(args, seed)["checkpoints"]["deepcluster"]
-        )
-        pre[seed] = ds.probe_all(args, train_preactivation(args, seed))
-    cells = compare(pre, post)
+        post[seed] = ds.probe_all(args, ds.train_deepcluster(args, seed))
+        pre[seed] = ds.probe_all(args, ds.train_deepcluster(args, seed, True))
+    cells = ds.paired_cells(pre, post)
     d = cells[PRIMARY]
     default = "True" if d.ci_low is not None and d.ci_low > 0 else "False"
     lines = [f"# DeepCluster: pre-activation - post-ReLU features, seeds {seeds}", ""]

@@ -20,7 +20,6 @@ Writes results/<name>.{json,md}; stages are reused when the same command runs ag
 """
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -66,33 +65,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     if not args.out:
-        key = {
-            k: v
-            for k, v in vars(args).items()
-            if k not in ("name", "out", "seeds", "retrain_check")
-        }
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        args.out = os.path.join(common.WORK_DIR, "deepcluster_seeds", digest)
+        ignore = ("seeds", "retrain_check")
+        args.out = common.settings_work_dir("deepcluster_seeds", args, ignore)
     return args
+
+
+def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
+    out = os.path.join(args.out, f"seed{seed}")
+    return Pipeline(PipelineSettings(output_dir=out, scale="cpu", seed=seed), [])
+
+
+def train_deepcluster(
+    args: argparse.Namespace, seed: int, preactivation: bool = False
+) -> str:
+    """DeepCluster of one seed. Post-ReLU features (the setting this comparison was
+    registered and run with) unless ``preactivation``; stage ``deepcluster`` or
+    ``deepcluster_preact``."""
+    return seed_pipeline(args, seed).train(
+        "deepcluster_preact" if preactivation else "deepcluster",
+        "vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
+        [
+            f"config.DATA.TRAIN.DATA_LIMIT={args.images}",
+            f"config.VCF.DEEPCLUSTER.SEED={seed}",
+            f"config.OPTIMIZER.num_epochs={args.epochs}",
+            f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={args.k}",
+            f"config.VCF.DEEPCLUSTER.PREACTIVATION={str(preactivation).lower()}",
+        ],
+    )
 
 
 def train_seed(args: argparse.Namespace, seed: int) -> Dict[str, Any]:
     """The four models of one seed (each stage reused when finished)."""
-    out = os.path.join(args.out, f"seed{seed}")
-    pipe = Pipeline(PipelineSettings(output_dir=out, scale="cpu", seed=seed), [])
+    pipe = seed_pipeline(args, seed)
     data = [
         f"config.DATA.TRAIN.DATA_LIMIT={args.images}",
         f"config.VCF.DEEPCLUSTER.SEED={seed}",
     ]
-    deepcluster = pipe.train(
-        "deepcluster",
-        "vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
-        [
-            *data,
-            f"config.OPTIMIZER.num_epochs={args.epochs}",
-            f"config.VCF.DEEPCLUSTER.NUM_CLUSTERS={args.k}",
-        ],
-    )
+    deepcluster = train_deepcluster(args, seed)
     rotnet = pipe.train(
         "rotnet_sobel",
         "vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
@@ -198,20 +207,29 @@ def recluster_cost(rounds: List[Dict[str, Any]]) -> Optional[Dict[str, float]]:
 
 def compare(per_seed: Dict[int, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """Paired differences per comparison, probe and layer."""
-    out: Dict[str, Dict[str, Any]] = {}
-    seeds = sorted(per_seed)
-    for label, a, b in COMPARISONS:
-        cells = {}
-        for probe in per_seed[seeds[0]]["probes"][a]:
-            for layer in LAYERS:
-                try:
-                    xs = [per_seed[s]["probes"][a][probe][layer] for s in seeds]
-                    ys = [per_seed[s]["probes"][b][probe][layer] for s in seeds]
-                except KeyError:
-                    continue
-                cells[f"{probe} {layer}"] = report.paired_difference(xs, ys)
-        out[label] = cells
-    return out
+    return {
+        label: paired_cells(
+            {s: run["probes"][a] for s, run in per_seed.items()},
+            {s: run["probes"][b] for s, run in per_seed.items()},
+        )
+        for label, a, b in COMPARISONS
+    }
+
+
+def paired_cells(a: Dict[int, Dict], b: Dict[int, Dict]) -> Dict[str, Any]:
+    """a - b per "<probe> <layer>" cell, paired over the seeds both have
+    (``probe_all`` results by seed)."""
+    seeds = sorted(set(a) & set(b))
+    cells = {}
+    for probe in a[seeds[0]]:
+        for layer in LAYERS:
+            try:
+                xs = [a[s][probe][layer] for s in seeds]
+                ys = [b[s][probe][layer] for s in seeds]
+            except KeyError:
+                continue
+            cells[f"{probe} {layer}"] = report.paired_difference(xs, ys)
+    return cells
 
 
 def format_ci(d: Any) -> str:

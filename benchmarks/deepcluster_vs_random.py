@@ -22,7 +22,6 @@ a work dir named after the settings and are reused when the same command runs ag
 """
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -69,11 +68,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     if not args.out:
-        key = {
-            k: v for k, v in vars(args).items() if k not in ("name", "out", "no_probes")
-        }
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        args.out = os.path.join(common.WORK_DIR, "deepcluster_vs_random", digest)
+        args.out = common.settings_work_dir(
+            "deepcluster_vs_random", args, ("no_probes",)
+        )
     return args
 
 

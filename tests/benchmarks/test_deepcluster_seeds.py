@@ -109,5 +109,28 @@ def test_preactivation_compare_pairs_seeds_both_have():
         1: {"fmnist full": {"res5": 81.0}},
         2: {"fmnist full": {"res5": 99.0}},  # no pre-activation run: not paired
     }
-    d = dp.compare(pre, post)[dp.PRIMARY]
+    d = ds.paired_cells(pre, post)[dp.PRIMARY]
     assert d.diff == 1.5 and d.n == 2
+
+
+def test_registered_deepcluster_stays_post_relu_whatever_the_default(monkeypatch):
+    """The 3-seed comparison was registered and run post-ReLU; the plugin's default
+    is now pre-activation, so the benchmark pins the setting of each stage."""
+    calls = []
+    monkeypatch.setattr(
+        ds.Pipeline,
+        "train",
+        lambda self, name, config, over: calls.append((name, over)),
+    )
+    args = ds.parse_args([])
+    ds.train_deepcluster(args, 1)
+    ds.train_deepcluster(args, 1, preactivation=True)
+    (post_name, post), (pre_name, pre) = calls
+    assert (
+        post_name == "deepcluster"
+        and "config.VCF.DEEPCLUSTER.PREACTIVATION=false" in post
+    )
+    assert (
+        pre_name == "deepcluster_preact"
+        and "config.VCF.DEEPCLUSTER.PREACTIVATION=true" in pre
+    )

@@ -205,8 +205,8 @@ def extract_features(
     preactivation: bool = False,
 ) -> Optional[np.ndarray]:
     """Features of every sample, the pooled layer of each trunk (several trunks:
-    multi-task ClusterFit, each L2-normalised, ``concat_npre_features``), on rank 0 as ``(N, D)`` float32 in dataset order; None on
-    other ranks.
+    multi-task ClusterFit, ``concat_npre_features``), on rank 0 as ``(N, D)`` float32
+    in dataset order; None on other ranks.
 
     ``shard=False``: this process alone extracts everything (no collective calls).
     ``gather=False``: nothing is gathered; every rank returns the features of its own
