@@ -166,6 +166,38 @@ def test_report_has_every_method_target_and_p(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["plots"] == out["plots"]
 
 
+def test_report_of_the_full_preset_shape_one_seed_ncf_only(tmp_path):
+    """The `full` preset's report: seed 0 only, N_pre / N_cf / random init, p 0 and 50:
+    every difference is printed without a CI, no verdict is claimed, and the baselines
+    that did not run are "missing", not an error."""
+    settings = ControlSettings(preset="full", seeds="0")
+    recs = [
+        r
+        for r in synthetic_records(seeds=(0,))
+        if r["variant"] == "coarse" and r["p"] in (0, 50)
+        and r["model"] in ("N_pre", "random init", "N_cf K=10", "N_cf K=50")
+    ]  # fmt: skip
+    report = {
+        "settings": dict(vars(settings)),
+        "records": recs,
+        "npre_fit": [dict(variant="coarse", p=p, seed=0, train_top1=97.5) for p in (0, 50)],  # fmt: skip
+        "clusters": [],
+        "stage_time_s": {},
+        "stages_run_now": [],
+        "total_time_s": 1.0,
+    }
+    cr.write_report(str(tmp_path), report)
+    md = (tmp_path / "report.md").read_text()
+    rows = cr.hypotheses(cr.with_chosen_k(recs), "coarse", [0, 50])
+    by_name = {(r[0], r[1], r[2]): r for r in rows}
+    h2 = by_name[("H2 N_cf > N_pre", "aligned", 50)]
+    assert h2[3].endswith("(n=1)") and h2[4] == "no CI (< 2 seeds)"
+    assert by_name[("H4b N_cf > distillation", "aligned", 0)][4] == "missing"
+    assert not {r[4] for r in rows} & {"supported", "contradicted", "inconclusive"}
+    assert "| aligned | N_cf - N_pre | " in md and "| 0 | 97.50 | 97.5 | 100 |" in md
+    assert (tmp_path / "fig3_control.png").stat().st_size > 0
+
+
 # ------------------------------------------------------------------ settings and stages
 
 
@@ -296,6 +328,26 @@ def test_output_dir_of_other_training_settings_is_refused(tmp_path):
         ControlExperiment(
             ControlSettings(preset="tiny", output_dir=out), ["config.X=1"]
         )
+
+
+def test_runs_of_other_rates_sharing_the_folder_keep_each_others_stage_times(tmp_path):
+    """Two control experiments (control.rates=0 and =50) in one folder at once: each
+    stage time written by one stays when the other writes its own."""
+    from vissl_clusterfit.control_experiment import ControlExperiment
+
+    out = str(tmp_path / "run")
+    a = ControlExperiment(ControlSettings(preset="tiny", output_dir=out, rates="0"), [])
+    b = ControlExperiment(
+        ControlSettings(preset="tiny", output_dir=out, rates="50"), []
+    )
+    a._timed("coarse/p0/s0/npre", lambda: ("ckpt0", True))
+    b._timed("coarse/p50/s0/npre", lambda: ("ckpt50", True))
+    assert b._timed("coarse/p50/s0/ncf_k4", lambda: ("reused", False)) == "reused"
+    with open(os.path.join(out, "stage_times.json")) as f:
+        times = json.load(f)
+    assert sorted(times) == ["coarse/p0/s0/npre", "coarse/p50/s0/npre"]
+    assert set(b.times) == set(times) and b.run_now == ["coarse/p50/s0/npre"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
 def test_estimate_of_a_preset_from_measured_stage_times():

@@ -43,12 +43,14 @@ def save_untrained_trunk(
     import torch
     from vissl.models.trunks import get_model_trunk
 
+    from vissl_clusterfit.crash_safe_checkpoints import atomic_torch_save
+
     torch.manual_seed(seed)
     name = model_cfg.TRUNK.NAME
     trunk = get_model_trunk(name)(model_cfg, name)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"model": {"trunk": trunk.state_dict(), "heads": {}}}
-    torch.save({"classy_state_dict": {"base_model": state}}, path)
+    atomic_torch_save({"classy_state_dict": {"base_model": state}}, path)
     tree = train_config.to_dict() if train_config is not None else {}
     tree["MODEL"] = model_cfg.to_dict()
     tree["MODEL"].get("FSDP_CONFIG", {}).pop("compute_dtype", None)  # a torch.dtype

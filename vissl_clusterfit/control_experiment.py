@@ -89,8 +89,14 @@ class ControlExperiment:
             wall, cpu = round(time.time() - t0, 1), round(_cpu_s() - cpu0, 1)
             self.times[name] = {"wall_s": wall, "cpu_s": cpu}
             self.run_now.append(name)
-            with open(self.times_path, "w") as f:
-                json.dump(self.times, f, indent=1, sort_keys=True)
+            # merged into the file's current content: control experiments of other
+            # rates or seeds may share the folder and write their stages meanwhile
+            merged = dict(read_json(self.times_path, {}), **{name: self.times[name]})
+            self.times.update(merged)
+            tmp = f"{self.times_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(merged, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.times_path)
         return result
 
     def npre_cfg(self, variant: str) -> Any:
