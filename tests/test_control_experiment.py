@@ -140,7 +140,8 @@ def test_comparisons_and_hypotheses_on_synthetic_records():
     assert verdicts[("H3 N_cf level or better", "finer", 0)] == "worse"
     assert not any(r[1] == "finer" for r in cr.hypotheses(recs, "fine", [0, 50, 75]))
     assert (
-        cr.verdict(cr.compare(recs[:1], "N_pre", "N_pre", p=0)) == "no CI (< 2 seeds)"
+        cr.verdict(cr.compare(recs[:1], "N_pre", "N_pre", p=0))
+        == "no CI (< 2 seeds); not the paper's sign"
     )
 
 
@@ -191,7 +192,9 @@ def test_report_of_the_full_preset_shape_one_seed_ncf_only(tmp_path):
     rows = cr.hypotheses(cr.with_chosen_k(recs), "coarse", [0, 50])
     by_name = {(r[0], r[1], r[2]): r for r in rows}
     h2 = by_name[("H2 N_cf > N_pre", "aligned", 50)]
-    assert h2[3].endswith("(n=1)") and h2[4] == "no CI (< 2 seeds)"
+    assert h2[3].endswith("(n=1)") and h2[4] == "no CI (< 2 seeds); the paper's sign"
+    h1 = by_name[("H1 gap N_cf - N_pre grows", "aligned", "0->50")]
+    assert float(h1[3].split()[0]) > 0 and h1[4].endswith("; the paper's sign")
     assert by_name[("H4b N_cf > distillation", "aligned", 0)][4] == "missing"
     assert not {r[4] for r in rows} & {"supported", "contradicted", "inconclusive"}
     assert "| aligned | N_cf - N_pre | " in md and "| 0 | 97.50 | 97.5 | 100 |" in md

@@ -105,9 +105,14 @@ def gap_growth(
 
 def verdict(d: Optional[Dict], labels: Sequence[str] = ()) -> str:
     """supported / contradicted / inconclusive: the 95% CI above 0, below 0, or
-    across it (``labels`` renames the three)."""
-    if d is None or d["ci_low"] is None:
-        return "no CI (< 2 seeds)" if d else "missing"
+    across it (``labels`` renames the three). With one seed there is no CI and no
+    verdict; the sign is named against the paper's (every hypothesis expects > 0),
+    as benchmarks/README.md reads the one-seed `full` preset."""
+    if d is None:
+        return "missing"
+    if d["ci_low"] is None:
+        sign = "the paper's sign" if d["diff"] > 0 else "not the paper's sign"
+        return f"no CI (< 2 seeds); {sign}"
     names = list(labels) or ["supported", "contradicted", "inconclusive"]
     return names[0] if d["ci_low"] > 0 else names[1] if d["ci_high"] < 0 else names[2]
 
