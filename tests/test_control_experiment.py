@@ -195,6 +195,8 @@ def test_report_of_the_full_preset_shape_one_seed_ncf_only(tmp_path):
     assert h2[3].endswith("(n=1)") and h2[4] == "no CI (< 2 seeds); the paper's sign"
     h1 = by_name[("H1 gap N_cf - N_pre grows", "aligned", "0->50")]
     assert float(h1[3].split()[0]) > 0 and h1[4].endswith("; the paper's sign")
+    one_rate = cr.hypotheses(cr.with_chosen_k(recs), "coarse", [0])
+    assert one_rate and not [r for r in one_rate if r[0].startswith("H1")]
     assert by_name[("H4b N_cf > distillation", "aligned", 0)][4] == "missing"
     assert not {r[4] for r in rows} & {"supported", "contradicted", "inconclusive"}
     assert "| aligned | N_cf - N_pre | " in md and "| 0 | 97.50 | 97.5 | 100 |" in md
