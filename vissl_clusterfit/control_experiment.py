@@ -32,7 +32,7 @@ from vissl_clusterfit.control_settings import (  # noqa: F401  (re-exported)
     recipe_overrides,
     stage_overrides,
 )
-from vissl_clusterfit.data.cluster_labels import read_meta
+from vissl_clusterfit.data.cluster_labels import atomic_write, read_meta
 from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
 
 
@@ -91,12 +91,11 @@ class ControlExperiment:
             self.run_now.append(name)
             # merged into the file's current content: control experiments of other
             # rates or seeds may share the folder and write their stages meanwhile
-            merged = dict(read_json(self.times_path, {}), **{name: self.times[name]})
-            self.times.update(merged)
-            tmp = f"{self.times_path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(merged, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.times_path)
+            self.times = dict(
+                read_json(self.times_path, {}), **{name: self.times[name]}
+            )
+            text = json.dumps(self.times, indent=1, sort_keys=True).encode()
+            atomic_write(self.times_path, lambda f: f.write(text))
         return result
 
     def npre_cfg(self, variant: str) -> Any:
