@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_tool
-from vissl_clusterfit import control_report as cr
+from vissl_clusterfit import control_probe, control_report as cr
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.control_experiment import (
     VARIANTS,
@@ -20,6 +20,7 @@ from vissl_clusterfit.control_experiment import (
     stage_overrides,
 )
 from vissl_clusterfit.control_probe import (
+    cached_probe,
     choose_k,
     fmnist_splits,
     linear_probe,
@@ -82,6 +83,31 @@ def test_linear_probe_fits_once_and_scores_each_split():
     res = linear_probe(x[:200], y[:200], {"val": (x[200:250], y[200:250]),
                                           "test": (x[250:], y[250:])})  # fmt: skip
     assert res["val"] > 90 and res["test"] > 90 and res["n_train"] == 200, res
+
+
+def test_cached_probe_reuses_only_the_same_checkpoint_and_leaves_no_temp(
+    tmp_path, monkeypatch
+):
+    calls = []
+
+    def fake_probe(checkpoint, targets, settings):
+        calls.append(checkpoint)
+        return {"fmnist10": {"test": 50.0 + len(calls)}}
+
+    monkeypatch.setattr(control_probe, "probe_checkpoint", fake_probe)
+    ckpt, cache = tmp_path / "model.torch", str(tmp_path / "probe_res5.json")
+    ckpt.write_bytes(b"weights")
+    first, computed = cached_probe(str(ckpt), ["fmnist10"], {"seed": 0}, cache)
+    assert computed and first["fmnist10"]["test"] == 51.0
+    again, computed = cached_probe(str(ckpt), ["fmnist10"], {"seed": 0}, cache)
+    assert not computed and again == first and len(calls) == 1
+    # other settings or a rewritten checkpoint are probed again
+    _, computed = cached_probe(str(ckpt), ["fmnist10"], {"seed": 1}, cache)
+    assert computed and len(calls) == 2
+    ckpt.write_bytes(b"other weights")
+    _, computed = cached_probe(str(ckpt), ["fmnist10"], {"seed": 1}, cache)
+    assert computed and len(calls) == 3
+    assert sorted(os.listdir(tmp_path)) == ["model.torch", "probe_res5.json"]
 
 
 # ------------------------------------------------------------------ statistics

@@ -32,6 +32,7 @@ from vissl_clusterfit.cluster_step.extraction import (
 )
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.config import compose_config
+from vissl_clusterfit.data.cluster_labels import atomic_write
 from vissl_clusterfit.data.fashion_mnist_coarse import FINE_TO_COARSE
 from vissl_clusterfit.data.fashion_mnist_tops import TOPS_FINE_LABELS
 
@@ -240,8 +241,6 @@ def cached_probe(
         if cached.get("key") == json.loads(json.dumps(key)):
             return cached["result"], False
     result = probe_checkpoint(checkpoint, targets, settings)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"key": key, "result": result}, f, indent=1)
-    os.replace(tmp, path)
+    payload = json.dumps({"key": key, "result": result}, indent=1)
+    atomic_write(path, lambda f: f.write(payload.encode()))
     return result, True
