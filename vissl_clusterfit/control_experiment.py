@@ -87,13 +87,13 @@ class ControlExperiment:
         result, ran = fn()
         if ran:
             wall, cpu = round(time.time() - t0, 1), round(_cpu_s() - cpu0, 1)
-            self.times[name] = {"wall_s": wall, "cpu_s": cpu}
             self.run_now.append(name)
             # merged into the file's current content: control experiments of other
             # rates or seeds may share the folder and write their stages meanwhile
-            self.times = dict(
-                read_json(self.times_path, {}), **{name: self.times[name]}
-            )
+            self.times = {
+                **read_json(self.times_path, {}),
+                name: {"wall_s": wall, "cpu_s": cpu},
+            }
             text = json.dumps(self.times, indent=1, sort_keys=True).encode()
             atomic_write(self.times_path, lambda f: f.write(text))
         return result

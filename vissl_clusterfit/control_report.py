@@ -140,7 +140,7 @@ def hypotheses(recs: Sequence[Record], variant: str, rates: Sequence[int]) -> Li
     targets = [t for t in TARGET_TITLES if by_seed(recs, target=t, **w)]
     lo, hi, rows = min(rates), max(rates), []
     # digits: no hypothesis; one rate: no growth to measure
-    for t in (t for t in targets if t != "digits" and hi > lo):
+    for t in [t for t in targets if t != "digits"] if hi > lo else []:
         d = gap_growth(recs, lo, hi, target=t, **w)
         rows.append(["H1 gap N_cf - N_pre grows", t, f"{lo}->{hi}", d, verdict(d)])
     for p in (p for p in rates if p >= 50):
