@@ -14,7 +14,7 @@ from vissl_clusterfit.clustering import (
     num_empty,
     run_kmeans,
 )
-from vissl_clusterfit.clustering.kmeans import _fix_empty_clusters
+from vissl_clusterfit.clustering.kmeans import fix_empty_clusters
 
 
 def _sorted_rows(a: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_fix_up_splits_largest_cluster_into_empty_one():
     centroids = np.array([[0.05, 0.0], [100.0, 100.0], [1.1, 1.0]], dtype=np.float32)
     labels, distances = assign_to_centroids(x, centroids)
     np.testing.assert_array_equal(labels, [0, 0, 2, 2, 2])
-    new_c, new_labels, new_d, n_reseeded = _fix_empty_clusters(
+    new_c, new_labels, new_d, n_reseeded = fix_empty_clusters(
         x, centroids, labels, distances
     )
     assert n_reseeded == 1

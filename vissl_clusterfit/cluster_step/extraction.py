@@ -12,19 +12,21 @@ processes. Rank 0 gathers them in dataset order.
 import contextlib
 import copy
 import logging
+import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from vissl_clusterfit.cluster_step import feature_store
 from vissl_clusterfit.cluster_step.checks import (
     check_data_limit,
     check_layer,
     check_transforms_fit,
 )
-from vissl_clusterfit.clustering.comm import Comm, rank_and_world
+from vissl_clusterfit.clustering.comm import Comm, barrier, rank_and_world
 
 
 # (trunk, feature name, pooling): one entry per network whose features are concatenated
@@ -220,15 +222,7 @@ def extract_features(
     loader = torch.utils.data.DataLoader(
         _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
     )
-    for trunk, layer, _ in trunks:
-        trunk.to(device).eval()
-        check_layer(trunk, layer)
-    with contextlib.ExitStack() as stack:
-        preact = None
-        if preactivation:
-            if len(trunks) != 1:
-                raise ValueError("pre-activation features: extract one trunk at a time")
-            preact = stack.enter_context(capture_preactivation(*trunks[0][:2]))
+    with _prepared(trunks, device, preactivation) as preact:
         local = _extract_local(
             trunks, loader, batches, device, rank, log_every_s, preact
         )
@@ -239,6 +233,24 @@ def extract_features(
     return _gather_in_order(local, n, batch_size, rank, world)
 
 
+@contextlib.contextmanager
+def _prepared(
+    trunks: List[TrunkLayer], device: torch.device, preactivation: bool
+) -> Iterator[Optional[Dict[str, torch.Tensor]]]:
+    """Trunks on ``device`` in eval mode with their layer checked; yields the
+    pre-activation holder (``capture_preactivation``) or None."""
+    for trunk, layer, _ in trunks:
+        trunk.to(device).eval()
+        check_layer(trunk, layer)
+    if not preactivation:
+        yield None
+        return
+    if len(trunks) != 1:
+        raise ValueError("pre-activation features: extract one trunk at a time")
+    with capture_preactivation(*trunks[0][:2]) as preact:
+        yield preact
+
+
 def _with_common_width(local: np.ndarray) -> np.ndarray:
     """A rank without an extraction batch (fewer images than batches x ranks) holds a
     (0, 0) array: give it the others' feature width, (0, D), which the sharded k-means
@@ -246,6 +258,40 @@ def _with_common_width(local: np.ndarray) -> np.ndarray:
     widths = Comm().all_gather(torch.tensor([local.shape[1]], dtype=torch.int64))
     dim = int(widths.max())
     return local if local.shape[1] == dim else np.zeros((0, dim), np.float32)
+
+
+def _feature_batches(
+    trunks: List[TrunkLayer],
+    loader: Any,
+    device: torch.device,
+    preact: Optional[Dict[str, torch.Tensor]],
+) -> Iterator[np.ndarray]:
+    """float32 (B, D) features of each batch of ``loader``, in its order."""
+    for images, _ in loader:
+        images = images.to(device)
+        parts = []
+        for trunk, layer, pooling in trunks:
+            out = trunk(images, out_feat_keys=[layer])[0]
+            out = preact["x"] if preact is not None else out
+            parts.append(pool_features(out, pooling).float().cpu())
+        yield concat_npre_features(parts).numpy()
+
+
+class _Progress:
+    """Logs images done and img/s at most every ``every_s`` seconds."""
+
+    def __init__(self, rank: int, total: int, every_s: float) -> None:
+        self.rank, self.total, self.every_s = rank, total, every_s
+        self.done, self.t0, self.last = 0, time.time(), time.time()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if time.time() - self.last > self.every_s:
+            self.last = time.time()
+            logging.info(
+                f"[vcf] extracting features: rank {self.rank} {self.done}/{self.total} "
+                f"images, {self.done / (self.last - self.t0):.0f} img/s"
+            )
 
 
 def _extract_local(
@@ -262,28 +308,98 @@ def _extract_local(
     # the end would hold the features twice at the peak
     n_local = sum(map(len, batches))
     local: Optional[np.ndarray] = None
-    done, t0, last = 0, time.time(), time.time()
-    for images, _ in loader:
-        images = images.to(device)
-        parts = []
-        for trunk, layer, pooling in trunks:
-            out = trunk(images, out_feat_keys=[layer])[0]
-            out = preact["x"] if preact is not None else out
-            parts.append(pool_features(out, pooling).float().cpu())
-        feats = concat_npre_features(parts).numpy()
+    progress = _Progress(rank, n_local, log_every_s)
+    for feats in _feature_batches(trunks, loader, device, preact):
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
-        local[done : done + len(feats)] = feats
-        done += len(images)
-        if time.time() - last > log_every_s:
-            last = time.time()
-            logging.info(
-                f"[vcf] extracting features: rank {rank} {done}/{n_local} images, "
-                f"{done / (last - t0):.0f} img/s"
-            )
+        local[progress.done : progress.done + len(feats)] = feats
+        progress.add(len(feats))
     if local is None:
         local = np.zeros((0, 0), np.float32)
     logging.info(
-        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s"
+        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - progress.t0:.1f}s"
     )
     return local
+
+
+@torch.no_grad()
+def extract_to_shards(
+    trunks: List[TrunkLayer],
+    dataset: Any,
+    batch_size: int,
+    device: torch.device,
+    store_dir: str,
+    rows_per_shard: int,
+    dtype: str = "float32",
+    num_workers: int = 0,
+    log_every_s: float = 10.0,
+    preactivation: bool = False,
+) -> str:
+    """Features of every sample as shards under ``store_dir`` (see
+    :mod:`.feature_store`): shard s = dataset rows [s R, (s + 1) R) on rank s mod W, in
+    batches starting at s R, so shards are identical for any W. Finished shards are
+    skipped (a killed run resumes); rank 0 writes the manifest when all exist. Called
+    on every rank; returns ``store_dir``."""
+    rank, world = rank_and_world()
+    n = len(dataset)
+    ranges = feature_store.shard_ranges(n, rows_per_shard)
+    os.makedirs(store_dir, exist_ok=True)
+    feature_store.remove_stale_tmp(store_dir, range(rank, len(ranges), world))
+    todo = [
+        i
+        for i in range(rank, len(ranges), world)
+        if not feature_store.shard_complete(
+            feature_store.shard_path(store_dir, i), ranges[i][1] - ranges[i][0]
+        )
+    ]
+    mine = len(range(rank, len(ranges), world))
+    logging.info(
+        f"[vcf] rank {rank}: {mine - len(todo)} of its {mine} feature shards already "
+        f"in {store_dir}, extracting {len(todo)}"
+    )
+    batches = [
+        np.arange(s, min(s + batch_size, ranges[i][1]))
+        for i in todo
+        for s in range(ranges[i][0], ranges[i][1], batch_size)
+    ]
+    with _prepared(trunks, device, preactivation) as preact:
+        if batches:
+            loader = torch.utils.data.DataLoader(
+                _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
+            )
+            _write_shards(
+                _feature_batches(trunks, loader, device, preact),
+                todo,
+                ranges,
+                store_dir,
+                dtype,
+                _Progress(rank, sum(map(len, batches)), log_every_s),
+            )
+    barrier()
+    if rank == 0:
+        feature_store.write_manifest(store_dir, n, rows_per_shard, dtype)
+    barrier()
+    return store_dir
+
+
+def _write_shards(
+    feats: Iterator[np.ndarray],
+    todo: List[int],
+    ranges: List[Tuple[int, int]],
+    store_dir: str,
+    dtype: str,
+    progress: _Progress,
+) -> None:
+    """Fill the shards ``todo`` in order from the batch stream; write each when full."""
+    for i in todo:
+        rows = ranges[i][1] - ranges[i][0]
+        shard: Optional[np.ndarray] = None
+        done = 0
+        while done < rows:
+            batch = next(feats)
+            if shard is None:
+                shard = np.empty((rows, batch.shape[1]), dtype=np.float32)
+            shard[done : done + len(batch)] = batch
+            done += len(batch)
+            progress.add(len(batch))
+        feature_store.write_shard(feature_store.shard_path(store_dir, i), shard, dtype)

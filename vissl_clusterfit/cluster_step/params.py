@@ -17,6 +17,7 @@ from vissl_clusterfit.cluster_step.data_checks import (
     check_assign_test_split,
     check_extraction_transforms,
 )
+from vissl_clusterfit.cluster_step.shard_params import FeatureShardParams
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
 
@@ -138,6 +139,7 @@ class ClusterFitParams:
     method: str = "kmeans"
     pretrain_label_sources: Tuple[str, ...] = ()
     pretrain_label_paths: Tuple[str, ...] = ()
+    shards: FeatureShardParams = FeatureShardParams()
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ClusterFitParams":
@@ -149,13 +151,21 @@ class ClusterFitParams:
             "FEATURE_LAYER": c.FEATURE_LAYER,
             "POOLING": c.POOLING,
         }
-        npre = [_npre_spec(s, "NPRE_CHECKPOINT", main)]
-        for i, extra in enumerate(c.EXTRA_NPRE):
+        shards = FeatureShardParams.from_config(c)
+        # Precomputed features need no N_pre (nothing is extracted).
+        npre = [] if shards.precomputed else [_npre_spec(s, "NPRE_CHECKPOINT", main)]
+        for i, extra in enumerate([] if shards.precomputed else c.EXTRA_NPRE):
             spec = {"FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
             spec.update(dict(extra))
             npre.append(_npre_spec(s, f"EXTRA_NPRE[{i}].CHECKPOINT", spec))
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, c.TRANSFORMS)
+        if shards.active:
+            shards.check_compatible(
+                c.get("METHOD", "kmeans"),
+                c.get("KMEANS_BACKEND", "faiss"),
+                bool(c.get("DISTILL", False)),
+            )
         if c.get("DISTILL", False):
             _check_teacher(npre[0])
         assign_test = bool(c.ASSIGN_TEST)
@@ -167,6 +177,11 @@ class ClusterFitParams:
                 )
             check_data_paths(cfg, "TEST")
             check_assign_test_split(cfg)
+            if shards.precomputed:
+                raise ValueError(
+                    f"{config_key(s, 'ASSIGN_TEST')}=true needs N_pre to extract DATA.TEST"
+                    f": not available with {config_key(s, 'FEATURE_SHARDS.PRECOMPUTED')}"
+                )
         return cls(
             npre=tuple(npre),
             num_clusters=check_num_clusters(
@@ -193,6 +208,7 @@ class ClusterFitParams:
             assign_test=assign_test,
             distill=bool(c.get("DISTILL", False)),
             **_method(s, c),
+            shards=shards,
         )
 
     @property
@@ -237,6 +253,10 @@ class ClusterFitParams:
                 "sources": list(self.pretrain_label_sources),
                 "paths": list(self.pretrain_label_paths),
             },
+            # only when used, so label files made without shards keep their fingerprint
+            **(
+                {"feature_shards": self.shards.settings()} if self.shards.active else {}
+            ),
         }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import checks, extraction, npre
+from vissl_clusterfit.cluster_step import checks, disk_route, extraction, npre
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.cluster_step.routes import (
@@ -200,6 +200,8 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
         logging.info(f"[vcf] reusing cluster labels {paths['labels']}")
         return meta
 
+    if params.shards.active:
+        return _run_from_disk(cfg, params, dataset, device, settings, fp)
     t0 = time.time()
     feats = _extract(params, dataset, device, gather=not params.distributed)
     teacher = _teacher_logits(params, dataset, device) if params.distill else None
@@ -219,6 +221,36 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
     return broadcast_from_rank0(written)
 
 
+def _run_from_disk(
+    cfg: Any,
+    params: ClusterFitParams,
+    dataset: Any,
+    device: torch.device,
+    settings: Dict[str, Any],
+    fp: str,
+) -> Dict[str, Any]:
+    """FEATURE_SHARDS: features on disk, bounded-memory k-means (disk_route)."""
+    rank, _ = rank_and_world()
+    t0 = time.time()
+    store, folder = disk_route.open_features(
+        params, dataset, device, fp, lambda: _npre_trunks(params)
+    )
+    t_extract = time.time() - t0
+    scratch = disk_route.scratch_dir(params, folder)
+    result, extra = disk_route.cluster_from_disk(params, store, scratch)
+    written = None
+    if rank == 0:
+        written = _write(
+            cfg, params, result, dataset, settings, fp, t_extract, None, extra
+        )
+        if params.assign_test:
+            assign_test(cfg, params, result, device)
+        del result
+        disk_route.clean_up(folder, scratch, params.shards.keep)
+    barrier()
+    return broadcast_from_rank0(written)
+
+
 def _write(
     cfg: Any,
     params: ClusterFitParams,
@@ -228,6 +260,7 @@ def _write(
     fp: str,
     t_extract: float,
     teacher_logits: Optional[np.ndarray],
+    extra_meta: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Metrics, meta and the label files (rank 0)."""
     k = params.num_clusters
@@ -246,6 +279,7 @@ def _write(
         "settings": settings,
         "metrics": metrics,
         "time_s": {"extract": round(t_extract, 3), "cluster": round(result.time_s, 3)},
+        **(extra_meta or {}),
     }
     extra = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
     pca = result.pca

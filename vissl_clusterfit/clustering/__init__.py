@@ -11,6 +11,13 @@ place for input checks (features, pre-processing order, K).
 """
 
 from .assign import nearest_centroids
+from .bounded import (
+    BoundedClustering,
+    RowSource,
+    bounded_kmeans,
+    choose_backend,
+    training_sample,
+)
 from .comm import (
     Comm,
     barrier,
@@ -21,7 +28,13 @@ from .comm import (
 )
 from .distributed_kmeans import distributed_kmeans
 from .hierarchical import distributed_hierarchical_kmeans, hierarchical_kmeans
-from .kmeans import assign_to_centroids, run_kmeans
+from .kmeans import (
+    assign_to_centroids,
+    faiss_has_gpu,
+    fix_empty_clusters,
+    run_kmeans,
+    train_kmeans,
+)
 from .label_baselines import (
     LabelBaselineResult,
     per_label_clustering,
@@ -51,6 +64,7 @@ from .validation import (
 
 
 __all__ = [
+    "BoundedClustering",
     "Comm",
     "KMeansResult",
     "LabelBaselineResult",
@@ -62,6 +76,8 @@ __all__ = [
     "apply_preprocessing",
     "assign_to_centroids",
     "barrier",
+    "bounded_kmeans",
+    "choose_backend",
     "broadcast_from_rank0",
     "check_finite",
     "check_num_clusters",
@@ -71,6 +87,8 @@ __all__ = [
     "dist_is_initialized",
     "distributed_hierarchical_kmeans",
     "distributed_kmeans",
+    "faiss_has_gpu",
+    "fix_empty_clusters",
     "fit_pca_sharded",
     "gather_rows",
     "hierarchical_kmeans",
@@ -84,6 +102,7 @@ __all__ = [
     "preprocess_features",
     "prototype_labels",
     "purity",
+    "RowSource",
     "rank_and_world",
     "reseed_empty_clusters",
     "run_kmeans",
@@ -91,5 +110,7 @@ __all__ = [
     "sharded_hierarchical_kmeans",
     "sharded_kmeans",
     "sqrt_clusters",
+    "train_kmeans",
+    "training_sample",
     "validate_features",
 ]

@@ -20,7 +20,19 @@ from .result import KMeansResult
 from .validation import check_num_clusters, validate_features
 
 
-__all__ = ["KMeansResult", "run_kmeans", "assign_to_centroids"]
+__all__ = [
+    "KMeansResult",
+    "assign_to_centroids",
+    "faiss_has_gpu",
+    "fix_empty_clusters",
+    "run_kmeans",
+    "train_kmeans",
+]
+
+
+def faiss_has_gpu() -> bool:
+    """True when this faiss build sees a GPU (faiss-gpu and a visible device)."""
+    return (faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0) > 0
 
 
 def _resolve_use_gpu(use_gpu: Optional[bool]) -> bool:
@@ -79,11 +91,12 @@ def assign_to_centroids(
     return labels, distances
 
 
-def _fix_empty_clusters(
+def fix_empty_clusters(
     x: np.ndarray,
     centroids: np.ndarray,
     labels: np.ndarray,
     distances: np.ndarray,
+    keep: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Re-seed every empty cluster by splitting the currently largest one.
 
@@ -97,6 +110,8 @@ def _fix_empty_clusters(
         centroids: (K, D) centroids ``labels`` refer to.
         labels: (N,) int64 assignments.
         distances: (N,) squared distances to the assigned centroid.
+        keep: optional (K,) bool: clusters that have members outside ``x`` (rows
+            not passed, e.g. outside a training sample), never re-seeded.
 
     Returns:
         (centroids float32, labels int64, distances float32, number of re-seeds).
@@ -104,6 +119,8 @@ def _fix_empty_clusters(
     """
     k = centroids.shape[0]
     counts = np.bincount(labels, minlength=k)
+    if keep is not None:
+        counts = np.where(keep, np.maximum(counts, 1), counts)
     if (counts > 0).all():
         return centroids, labels, distances, 0
     # K > N: some cluster must stay empty whatever the split rule.
@@ -113,6 +130,9 @@ def _fix_empty_clusters(
     dist_t = torch.from_numpy(distances.astype(np.float64))
     cent_t = torch.from_numpy(centroids.astype(np.float64))
     counts_t, sums_t = local_stats(xt, labels_t, k)
+    if keep is not None:
+        # A kept cluster without rows here is marked -1: not empty, never the largest.
+        counts_t[torch.from_numpy(np.asarray(keep, dtype=bool)) & (counts_t == 0)] = -1
     n_reseeded = reseed_empty_clusters(
         xt,
         labels_t,
@@ -184,7 +204,48 @@ def run_kmeans(
     if int(nredo) != nredo or nredo < 1:
         raise ValueError(f"nredo must be a positive integer, got {nredo!r}")
     gpu = _resolve_use_gpu(use_gpu)
+    centroids = train_kmeans(
+        x,
+        k,
+        niter,
+        seed,
+        max_points_per_centroid,
+        gpu,
+        verbose,
+        min_points_per_centroid,
+        nredo,
+    )
+    labels, distances = assign_to_centroids(x, centroids, use_gpu=gpu)
+    centroids, labels, distances, n_reseeded = fix_empty_clusters(
+        x, centroids, labels, distances
+    )
+    return KMeansResult(
+        centroids=centroids,
+        labels=labels,
+        distances=distances,
+        objective=float(distances.sum(dtype=np.float64)),
+        n_empty_reseeded=n_reseeded,
+        iterations=int(niter),
+    )
 
+
+def train_kmeans(
+    x: np.ndarray,
+    k: int,
+    niter: int,
+    seed: int,
+    max_points_per_centroid: int,
+    gpu: bool,
+    verbose: bool = False,
+    min_points_per_centroid: int = 1,
+    nredo: int = 1,
+) -> np.ndarray:
+    """The (k, D) float32 centroids of ``faiss.Kmeans`` trained on ``x`` (arguments
+    checked by :func:`run_kmeans`; no assignment, no empty-cluster fix-up). The
+    bounded-memory route (:mod:`.bounded`) trains on a sample with it and assigns
+    the full data set itself, chunk by chunk.
+    """
+    d = x.shape[1]
     kmeans = faiss.Kmeans(
         d,
         k,
@@ -197,16 +258,4 @@ def run_kmeans(
         gpu=gpu,
     )
     kmeans.train(x)
-    centroids = np.array(kmeans.centroids, dtype=np.float32).reshape(k, d)
-    labels, distances = assign_to_centroids(x, centroids, use_gpu=gpu)
-    centroids, labels, distances, n_reseeded = _fix_empty_clusters(
-        x, centroids, labels, distances
-    )
-    return KMeansResult(
-        centroids=centroids,
-        labels=labels,
-        distances=distances,
-        objective=float(distances.sum(dtype=np.float64)),
-        n_empty_reseeded=n_reseeded,
-        iterations=int(niter),
-    )
+    return np.array(kmeans.centroids, dtype=np.float32).reshape(k, d)

@@ -1,0 +1,152 @@
+"""k-means in bounded memory (clustering.bounded): a seeded sample, chunked assignment.
+
+The in-memory route (preprocess_features + run_kmeans) is the reference: when the
+sample is every row, the bounded route must give the same labels, centroids and
+distances; otherwise only the sample may be read at once.
+"""
+
+from typing import Iterator, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+from vissl_clusterfit.clustering import (
+    bounded,
+    bounded_kmeans,
+    choose_backend,
+    distributed_kmeans,
+    nearest_centroids,
+    preprocess_features,
+    run_kmeans,
+    training_sample,
+)
+
+
+class ArraySource:
+    """A RowSource over an in-memory array, in chunks; records what was taken."""
+
+    def __init__(self, x: np.ndarray, chunk_rows: int) -> None:
+        self.x, self.chunk_rows = x, chunk_rows
+        self.num_rows, self.dim = x.shape
+        self.taken: List[np.ndarray] = []
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        self.taken.append(rows)
+        return self.x[rows].copy()
+
+    def chunks(
+        self, rank: int = 0, world: int = 1
+    ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        starts = range(0, self.num_rows, self.chunk_rows)
+        for s in list(starts)[rank::world]:
+            ids = np.arange(s, min(s + self.chunk_rows, self.num_rows))
+            yield ids, self.x[ids].copy()
+
+
+def _blobs(n: int = 3000, d: int = 16, centers: int = 12, seed: int = 0) -> np.ndarray:
+    x, _ = make_blobs(
+        n, n_features=d, centers=centers, cluster_std=2.0, random_state=seed
+    )
+    return x.astype(np.float32)
+
+
+def _bounded(x, k, chunk_rows=1000, **kw):
+    labels = np.full(len(x), -1, dtype=np.int64)
+    dist = np.full(len(x), -1, dtype=np.float32)
+    source = ArraySource(x, chunk_rows)
+    res = bounded_kmeans(source, k, labels, dist, **kw)
+    return res, source
+
+
+@pytest.mark.parametrize(
+    "prep",
+    [
+        dict(pca_dim=8, whiten=True, l2_norm=True, order="pca_l2"),
+        dict(
+            pca_dim=6, whiten=False, l2_norm=True, order="l2_pca", pca_sample_size=900
+        ),
+        dict(pca_dim=0, l2_norm=False),
+    ],
+)
+def test_equals_in_memory_route_when_the_sample_is_everything(prep) -> None:
+    x, k = _blobs(), 12
+    common = dict(niter=15, seed=3)
+    res, source = _bounded(
+        x, k, rows_per_centroid=300, backend="faiss", **common, **prep
+    )
+    xp, pca = preprocess_features(x.copy(), seed=3, **prep)
+    ref = run_kmeans(xp, k, max_points_per_centroid=300, **common)
+    assert res.sample_rows == len(x) and len(source.taken) == 1
+    assert (res.labels != ref.labels).sum() == 0, np.nonzero(res.labels != ref.labels)
+    np.testing.assert_array_equal(res.centroids, ref.centroids)
+    np.testing.assert_array_equal(res.distances, ref.distances)
+    assert res.objective == ref.objective and res.backend == "faiss-cpu"
+    assert (pca is None) == (res.pca is None)
+    if pca is not None:
+        np.testing.assert_array_equal(res.pca.projection, pca.projection)
+
+
+def test_only_the_seeded_sample_is_read_at_once_and_every_row_is_assigned() -> None:
+    x, k = _blobs(n=5000), 10
+    res, source = _bounded(x, k, rows_per_centroid=20, niter=10, seed=1, pca_dim=8)
+    (taken,) = source.taken
+    assert len(taken) == 200 == res.sample_rows
+    np.testing.assert_array_equal(taken, training_sample(5000, 10, 20, seed=1))
+    assert np.all(np.diff(taken) > 0)  # sorted, unique
+    assert not np.array_equal(taken, training_sample(5000, 10, 20, seed=2))
+    assert res.labels.min() >= 0 and res.distances.min() >= 0  # every row written
+    assert np.bincount(res.labels, minlength=k).min() > 0
+    # every label is the nearest centroid of the pre-processed row (no re-seed here)
+    assert res.n_empty_reseeded == 0
+    xp = bounded.apply_preprocessing(x.copy(), res.pca, True, "pca_l2")
+    d2 = ((xp[:, None, :] - res.centroids[None]) ** 2).sum(-1)
+    assert np.mean(d2.argmin(1) == res.labels) > 0.999
+
+
+def test_empty_clusters_are_reseeded_on_sample_rows_only(monkeypatch) -> None:
+    x, k = _blobs(n=4000), 10
+    real = bounded.train_kmeans
+
+    def with_dead_centroids(*args, **kw):
+        c = real(*args, **kw)
+        c[1] = c[0]  # duplicate: never the nearest (ties go to the lower index)
+        c[2] = 1e3  # far from every row
+        return c
+
+    monkeypatch.setattr(bounded, "train_kmeans", with_dead_centroids)
+    res, source = _bounded(x, k, rows_per_centroid=40, niter=5, seed=0, l2_norm=False)
+    assert res.n_empty_reseeded == 2
+    assert np.bincount(res.labels, minlength=k).min() > 0
+    outside = np.setdiff1d(np.arange(len(x)), source.taken[0])
+    assert not np.isin(res.labels[outside], [1, 2]).any()  # only sample rows moved
+
+
+def test_torch_backend_trains_distributed_kmeans_on_the_sample() -> None:
+    x, k = _blobs(n=2000), 8
+    res, _ = _bounded(x, k, rows_per_centroid=100, niter=6, seed=2, backend="torch")
+    assert res.backend == ("torch-cuda" if torch.cuda.is_available() else "torch-cpu")
+    xp, _ = preprocess_features(x[training_sample(2000, k, 100, 2)].copy())
+    ref = distributed_kmeans(xp, k, niter=6, seed=2, single_process=True)
+    np.testing.assert_allclose(res.centroids, ref.centroids, atol=1e-6)
+    full, _ = preprocess_features(x.copy())
+    labels, _ = nearest_centroids(
+        torch.from_numpy(full), torch.from_numpy(res.centroids.astype(np.float64))
+    )
+    np.testing.assert_array_equal(res.labels, labels.numpy())
+
+
+def test_auto_backend_prefers_faiss_gpu_then_torch_on_cuda(monkeypatch) -> None:
+    monkeypatch.setattr(bounded, "faiss_has_gpu", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_backend("auto")[0] == "faiss-cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    name, device = choose_backend("auto")
+    assert name == "torch-cuda" and device == torch.device("cuda", 0)
+    monkeypatch.setattr(bounded, "faiss_has_gpu", lambda: True)
+    assert choose_backend("auto")[0] == "faiss-gpu"
+    assert choose_backend("faiss")[0] == "faiss-gpu"
+    with pytest.raises(ValueError, match="k-means backend 'gpu'"):
+        choose_backend("gpu")
