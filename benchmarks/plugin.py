@@ -25,6 +25,7 @@ import torch
 import vissl_clusterfit  # noqa: F401  registers the plugin, applies the compat patches
 from vissl_clusterfit import clustering  # noqa: F401  (pure k-means, PCA, metrics)
 from vissl_clusterfit import control_report  # paired CIs, K chosen on validation
+from vissl_clusterfit.cluster_step import feature_store  # shards on disk (scale)
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     run_cluster_step as _run_cluster_step,
@@ -40,7 +41,7 @@ from vissl_clusterfit.compat import (  # the patched function checkpoint_load co
 )
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.control_probe import cached_probe  # res5 probe with validation
-from vissl_clusterfit.data.cluster_labels import label_paths
+from vissl_clusterfit.data.cluster_labels import label_paths, write_label_files
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
 from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
 from vissl_clusterfit.report import LAYERS, accuracy_table
@@ -60,6 +61,7 @@ __all__ = [
     "dataset_labels",
     "extract_features",
     "extraction_dataset",
+    "feature_store",
     "marked_clustering_start",
     "patched_broadcast_object",
     "pool_features",
@@ -67,6 +69,7 @@ __all__ = [
     "run_cluster_step",
     "step_features",
     "step_labels",
+    "write_label_files",
 ]
 
 

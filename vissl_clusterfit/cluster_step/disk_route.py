@@ -59,6 +59,8 @@ def open_features(
             ),
             None,
         )
+    if os.path.isfile(os.path.join(shards.precomputed, feature_store.MANIFEST)):
+        return feature_store.FeatureStore.open(shards.precomputed), None  # kept shards
     if shards.precomputed:
         store = feature_store.vissl_extracted(
             shards.precomputed, shards.precomputed_split, shards.layer, n

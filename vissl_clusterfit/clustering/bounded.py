@@ -25,7 +25,7 @@ in-memory route's, so the labels are the same.
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
@@ -82,6 +82,23 @@ class BoundedClustering:
     backend: str  # "faiss-cpu", "faiss-gpu", "torch-cuda", "torch-cpu"
     clustered_dim: int
     time_s: Dict[str, float] = field(default_factory=dict)
+
+
+class _Phases:
+    """Wall time of each phase; ``on_phase(name)`` is called as each one ends (a
+    benchmark marks its memory counters there, a caller may log progress)."""
+
+    def __init__(self, on_phase: Optional[Callable[[str], None]]) -> None:
+        self.times: Dict[str, float] = {}
+        self.on_phase = on_phase
+        self._t = time.time()
+
+    def done(self, name: str) -> None:
+        now = time.time()
+        self.times[name] = now - self._t
+        self._t = now
+        if self.on_phase is not None:
+            self.on_phase(name)
 
 
 def training_sample(n: int, k: int, rows_per_centroid: int, seed: int) -> np.ndarray:
@@ -150,17 +167,14 @@ def _fit_on_sample(
     prep: Dict[str, Any],
     backend: str,
     device: torch.device,
-    times: Dict[str, float],
+    phases: "_Phases",
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[PCAWhitening]]:
     """(sample ids, pre-processed sample, centroids, PCA): phases 1-3 (rank 0)."""
-    t = time.time()
     ids = training_sample(source.num_rows, k, rows_per_centroid, seed)
     x = source.take(ids)
-    times["read_sample"] = time.time() - t
-    t = time.time()
+    phases.done("read_sample")
     x, pca = preprocess_features(x, inplace=True, seed=seed, **prep)
-    times["pca"] = time.time() - t
-    t = time.time()
+    phases.done("pca")
     logger.info(
         "bounded k-means: training K=%d on %d of %d rows (%s)",
         k,
@@ -169,7 +183,7 @@ def _fit_on_sample(
         backend,
     )
     centroids = _train(x, k, niter, seed, rows_per_centroid, backend, device)
-    times["train"] = time.time() - t
+    phases.done("train")
     return ids, x, centroids, pca
 
 
@@ -187,6 +201,7 @@ def bounded_kmeans(
     order: str = "pca_l2",
     pca_sample_size: int = 0,
     backend: str = "auto",
+    on_phase: Optional[Callable[[str], None]] = None,
 ) -> BoundedClustering:
     """Cluster ``source`` with the sample trained on rank 0 and the assignment shared.
 
@@ -204,6 +219,8 @@ def bounded_kmeans(
         pca_dim, whiten, l2_norm, order, pca_sample_size: pre-processing, fitted on
             the sample (see :func:`.preprocess.preprocess_features`).
         backend: ``auto``, ``faiss`` or ``torch`` (see :func:`choose_backend`).
+        on_phase: called with each phase's name as it ends (``read_sample``, ``pca``,
+            ``train`` on rank 0; ``assign``; ``fixup`` on rank 0).
     """
     check_num_clusters(k, source.num_rows, key="K")
     if rows_per_centroid < 1:
@@ -217,31 +234,35 @@ def bounded_kmeans(
         order=order,
         pca_sample_size=pca_sample_size,
     )
-    times: Dict[str, float] = {}
+    phases = _Phases(on_phase)
     fitted = None
     if comm.rank == 0:
         fitted = _fit_on_sample(
-            source, k, niter, seed, rows_per_centroid, prep, name, device, times
+            source, k, niter, seed, rows_per_centroid, prep, name, device, phases
         )
     shared = broadcast_from_rank0(
         None if fitted is None else (fitted[2], fitted[3] and fitted[3].state_dict())
     )
     centroids = shared[0]
     pca = PCAWhitening.from_state_dict(shared[1]) if shared[1] is not None else None
-    t = time.time()
+    phases.done("broadcast")  # on ranks > 0: waiting for rank 0's training
+    done, last = 0, time.time()
     for ids, rows in source.chunks(comm.rank, comm.world_size):
         x = apply_preprocessing(rows, pca, l2_norm, order, inplace=True)
         labels, dist = _assign_chunk(x, centroids, name, device)
         labels_out[ids] = labels
         distances_out[ids] = dist
+        done += len(ids)
+        if time.time() - last > 30:
+            last = time.time()
+            logger.info("bounded k-means: rank %d assigned %d rows", comm.rank, done)
     barrier()
-    times["assign"] = time.time() - t
+    phases.done("assign")
     if fitted is None:
         return BoundedClustering(
             None, None, centroids, pca, 0, float("nan"), 0, name, centroids.shape[1]
         )
     ids, x_sample, _, _ = fitted
-    t = time.time()
     centroids, n_reseeded = _fix_on_sample(
         x_sample, ids, centroids, labels_out, distances_out
     )
@@ -249,7 +270,7 @@ def bounded_kmeans(
         float(distances_out[s : s + (1 << 20)].sum(dtype=np.float64))
         for s in range(0, source.num_rows, 1 << 20)
     )
-    times["fixup"] = time.time() - t
+    phases.done("fixup")
     return BoundedClustering(
         labels_out,
         distances_out,
@@ -260,7 +281,7 @@ def bounded_kmeans(
         len(ids),
         name,
         int(centroids.shape[1]),
-        times,
+        phases.times,
     )
 
 
