@@ -13,6 +13,7 @@ import torch
 from sklearn.datasets import make_blobs
 
 from vissl_clusterfit.clustering import (
+    backend,
     bounded,
     bounded_kmeans,
     choose_backend,
@@ -138,14 +139,14 @@ def test_torch_backend_trains_distributed_kmeans_on_the_sample() -> None:
 
 
 def test_auto_backend_prefers_faiss_gpu_then_torch_on_cuda(monkeypatch) -> None:
-    monkeypatch.setattr(bounded, "faiss_has_gpu", lambda: False)
+    monkeypatch.setattr(backend, "faiss_has_gpu", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_backend("auto")[0] == "faiss-cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     name, device = choose_backend("auto")
     assert name == "torch-cuda" and device == torch.device("cuda", 0)
-    monkeypatch.setattr(bounded, "faiss_has_gpu", lambda: True)
+    monkeypatch.setattr(backend, "faiss_has_gpu", lambda: True)
     assert choose_backend("auto")[0] == "faiss-gpu"
     assert choose_backend("faiss")[0] == "faiss-gpu"
     with pytest.raises(ValueError, match="k-means backend 'gpu'"):

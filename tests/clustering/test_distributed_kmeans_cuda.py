@@ -1,12 +1,18 @@
 """The torch k-means route (DeeperCluster Sec. 4.2) on a CUDA device: same labels
-and centroids as on the CPU. Skipped without CUDA."""
+and centroids as on the CPU, alone, sharded (KMEANS_BACKEND=distributed) and in the
+bounded route (FEATURE_SHARDS.KMEANS=torch). Skipped without CUDA."""
 
 import numpy as np
 import pytest
 import torch
 
 from tests.clustering.synthetic import anisotropic
-from vissl_clusterfit.clustering import distributed_kmeans, nearest_centroids
+from vissl_clusterfit.clustering import (
+    bounded_kmeans,
+    distributed_kmeans,
+    nearest_centroids,
+    sharded_kmeans,
+)
 
 
 pytestmark = pytest.mark.skipif(
@@ -43,3 +49,49 @@ def test_nearest_centroids_on_cuda_matches_cpu(fp32_matmul) -> None:
     assert lab_gpu.device.type == "cuda"
     assert torch.equal(lab_gpu.cpu(), lab_cpu)
     torch.testing.assert_close(d_gpu.cpu(), d_cpu, rtol=1e-12, atol=1e-9)
+
+
+def test_sharded_kmeans_on_cuda_matches_cpu(fp32_matmul) -> None:
+    x = anisotropic(n=2500, d=24, seed=2)
+    kw = dict(k=20, niter=8, seed=1, pca_dim=12)
+    on_cpu = sharded_kmeans(x.copy(), **kw)
+    on_gpu = sharded_kmeans(x.copy(), device=torch.device("cuda"), **kw)
+    assert np.array_equal(on_gpu.labels, on_cpu.labels)
+    np.testing.assert_allclose(on_gpu.centroids, on_cpu.centroids, atol=1e-4)
+
+
+def test_bounded_torch_route_on_cuda_matches_cpu(fp32_matmul, monkeypatch) -> None:
+    x = anisotropic(n=3000, d=16, seed=3)
+
+    def run():
+        labels = np.zeros(len(x), np.int64)
+        dist = np.zeros(len(x), np.float32)
+        source = _Rows(x)
+        res = bounded_kmeans(
+            source, 12, labels, dist, niter=6, rows_per_centroid=100, backend="torch"
+        )
+        return res
+
+    on_gpu = run()
+    assert on_gpu.backend == "torch-cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_cpu = run()
+    assert on_cpu.backend == "torch-cpu"
+    assert np.array_equal(on_gpu.labels, on_cpu.labels)
+    np.testing.assert_allclose(on_gpu.centroids, on_cpu.centroids, atol=1e-4)
+
+
+class _Rows:
+    """A RowSource over an array, in chunks of 700 rows."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.num_rows, self.dim = x.shape
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.x[rows].copy()
+
+    def chunks(self, rank: int = 0, world: int = 1):
+        for s in list(range(0, self.num_rows, 700))[rank::world]:
+            ids = np.arange(s, min(s + 700, self.num_rows))
+            yield ids, self.x[ids].copy()

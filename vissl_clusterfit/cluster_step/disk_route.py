@@ -138,6 +138,7 @@ def cluster_from_disk(
         feature_dim=store.dim,
         clustered_dim=res.clustered_dim,
         time_s=time.time() - t0,
+        backend=res.backend,
     )
     return result, extra
 

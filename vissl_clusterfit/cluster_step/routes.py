@@ -28,6 +28,9 @@ class ClusterResult:
     feature_dim: int
     clustered_dim: int
     time_s: float
+    backend: str = (
+        ""  # faiss-cpu | faiss-gpu | torch-cuda | torch-cpu (clustering.backend)
+    )
 
 
 def _result(
@@ -38,8 +41,10 @@ def _result(
     feature_dim: int,
     clustered_dim: int,
     t0: float,
+    backend: str,
 ) -> ClusterResult:
     """A k-means result (faiss' KMeansResult or ShardedClustering) as ClusterResult."""
+    logging.info(f"[vcf] k-means ran on {backend}")
     return ClusterResult(
         labels,
         res.centroids,
@@ -50,6 +55,7 @@ def _result(
         int(feature_dim),
         int(clustered_dim),
         time.time() - t0,
+        backend,
     )
 
 
@@ -79,7 +85,10 @@ def cluster_on_rank0(params: ClusterFitParams, feats: np.ndarray) -> ClusterResu
         max_points_per_centroid=params.max_points_per_centroid,
         verbose=False,
     )
-    return _result(res, res.labels, res.distances, pca, feature_dim, x.shape[1], t0)
+    backend = "faiss-gpu" if clustering.faiss_has_gpu() else "faiss-cpu"
+    return _result(
+        res, res.labels, res.distances, pca, feature_dim, x.shape[1], t0, backend
+    )
 
 
 def cluster_sharded(
@@ -88,15 +97,26 @@ def cluster_sharded(
     """Distributed route, called on every rank with its shard (modified in place).
     Returns the result on rank 0, None elsewhere."""
     t0, k, feature_dim = _start(params, feats_local.shape, "distributed k-means")
+    # A GPU without faiss-gpu still runs the Lloyd iterations (DeeperCluster Sec. 4.2)
+    # when this rank's features fit on it.
+    device = clustering.torch_device(feats_local.nbytes)
     res = clustering.sharded_kmeans(
-        feats_local, k, niter=params.niter, inplace=True, **params.preprocessing()
+        feats_local,
+        k,
+        niter=params.niter,
+        inplace=True,
+        device=device,
+        **params.preprocessing(),
     )
     del feats_local
     labels = clustering.gather_rows(res.labels)
     distances = clustering.gather_rows(res.distances)
     if labels is None:
         return None
-    return _result(res, labels, distances, res.pca, feature_dim, res.clustered_dim, t0)
+    backend = f"torch-{device.type}"
+    return _result(
+        res, labels, distances, res.pca, feature_dim, res.clustered_dim, t0, backend
+    )
 
 
 def per_label_k(counts: np.ndarray, k: int) -> np.ndarray:

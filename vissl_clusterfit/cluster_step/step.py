@@ -279,6 +279,7 @@ def _write(
         "settings": settings,
         "metrics": metrics,
         "time_s": {"extract": round(t_extract, 3), "cluster": round(result.time_s, 3)},
+        **({"kmeans_backend": result.backend} if result.backend else {}),
         **(extra_meta or {}),
     }
     extra = {"teacher_logits": teacher_logits} if teacher_logits is not None else None

@@ -11,13 +11,8 @@ place for input checks (features, pre-processing order, K).
 """
 
 from .assign import nearest_centroids
-from .bounded import (
-    BoundedClustering,
-    RowSource,
-    bounded_kmeans,
-    choose_backend,
-    training_sample,
-)
+from .backend import choose_backend, torch_device
+from .bounded import BoundedClustering, RowSource, bounded_kmeans, training_sample
 from .comm import (
     Comm,
     barrier,
@@ -110,6 +105,7 @@ __all__ = [
     "sharded_hierarchical_kmeans",
     "sharded_kmeans",
     "sqrt_clusters",
+    "torch_device",
     "train_kmeans",
     "training_sample",
     "validate_features",

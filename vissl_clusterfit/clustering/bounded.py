@@ -31,25 +31,18 @@ import numpy as np
 import torch
 
 from .assign import nearest_centroids
+from .backend import choose_backend
 from .comm import Comm, barrier, broadcast_from_rank0
 from .distributed_kmeans import distributed_kmeans
-from .kmeans import assign_to_centroids, faiss_has_gpu, fix_empty_clusters, train_kmeans
+from .kmeans import assign_to_centroids, fix_empty_clusters, train_kmeans
 from .pca import PCAWhitening
 from .preprocess import apply_preprocessing, preprocess_features
 from .validation import check_num_clusters
 
 
-__all__ = [
-    "BoundedClustering",
-    "RowSource",
-    "bounded_kmeans",
-    "choose_backend",
-    "training_sample",
-]
+__all__ = ["BoundedClustering", "RowSource", "bounded_kmeans", "training_sample"]
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "faiss", "torch")
 
 
 class RowSource(Protocol):
@@ -109,22 +102,6 @@ def training_sample(n: int, k: int, rows_per_centroid: int, seed: int) -> np.nda
     if size >= n:
         return np.arange(n, dtype=np.int64)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def choose_backend(backend: str = "auto") -> Tuple[str, torch.device]:
-    """(backend name, torch device) for training and assignment.
-
-    ``auto``: faiss on GPU when this faiss build has GPU support, else the torch route
-    on CUDA when a GPU is present (faiss-gpu wheels need CUDA 12 libraries, which a
-    CUDA 13 machine lacks), else faiss on the CPU.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"k-means backend {backend!r}: use one of {BACKENDS}")
-    cuda = torch.cuda.is_available()
-    if backend == "faiss" or (backend == "auto" and (faiss_has_gpu() or not cuda)):
-        return ("faiss-gpu" if faiss_has_gpu() else "faiss-cpu"), torch.device("cpu")
-    device = torch.device("cuda", torch.cuda.current_device()) if cuda else None
-    return ("torch-cuda", device) if device else ("torch-cpu", torch.device("cpu"))
 
 
 def _train(

@@ -221,6 +221,7 @@ def sharded_kmeans(
     seed: int = 0,
     inplace: bool = False,
     process_group: Optional[object] = None,
+    device: Optional[torch.device] = None,
     **preprocessing: Any,
 ) -> ShardedClustering:
     """Pre-process (thesis Sec. 4.2) and k-means (DeeperCluster Sec. 4.2) sharded features.
@@ -234,6 +235,9 @@ def sharded_kmeans(
         x_local: this rank's (n_local, D) float32 features.
         k, niter, seed: as :func:`.distributed_kmeans` (seed also seeds the PCA sample).
         inplace: allow L2-normalising ``x_local`` in place.
+        device: where the Lloyd iterations run (the pre-processed shard is moved
+            there; e.g. a GPU without faiss-gpu, see :func:`.backend.torch_device`);
+            None = the CPU.
         preprocessing: ``pca_dim`` (0), ``whiten`` (True), ``l2_norm`` (True),
             ``order`` ("pca_l2"), ``pca_sample_size`` (0): as ``preprocess_features``.
     """
@@ -244,7 +248,9 @@ def sharded_kmeans(
         process_group=process_group,
         **_preprocessing(preprocessing),
     )
-    res = distributed_kmeans(x, k, niter=niter, seed=seed, process_group=process_group)
+    xt = torch.from_numpy(x).to(device) if device is not None else x
+    res = distributed_kmeans(xt, k, niter=niter, seed=seed, process_group=process_group)
+    del xt
     return ShardedClustering(
         labels=res.labels,
         distances=res.distances,
