@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.cluster_step.test_step import cluster_dataset, ncf_cfg, save_untrained_npre
-from vissl_clusterfit.cluster_step import ClusterFitParams
+from vissl_clusterfit.cluster_step import ClusterFitParams, npre as npre_loading
 from vissl_clusterfit.data.cluster_labels import label_paths
 
 
@@ -53,7 +53,7 @@ def test_bounded_route_writes_the_in_memory_routes_labels(idx_dir, npre, tmp_pat
 
 
 def test_kept_shards_are_clustered_again_as_precomputed_features(
-    idx_dir, npre, tmp_path
+    idx_dir, npre, tmp_path, monkeypatch
 ):
     cfg = ncf_cfg(
         idx_dir,
@@ -65,7 +65,7 @@ def test_kept_shards_are_clustered_again_as_precomputed_features(
     )
     cluster_dataset(cfg)
     out, ref = _files(cfg)
-    (folder,) = [f for f in os.listdir(out) if "_features_" in f]
+    (folder,) = [f for f in os.listdir(out) if f.startswith("features_")]
     shards = sorted(f for f in os.listdir(os.path.join(out, folder)) if "shard_" in f)
     assert len(shards) == 3  # 120 images, 48 per shard
     x = np.concatenate([np.load(os.path.join(out, folder, f)) for f in shards])
@@ -82,6 +82,21 @@ def test_kept_shards_are_clustered_again_as_precomputed_features(
     _, got = _files(pre, "pre")
     np.testing.assert_array_equal(got["labels"], ref["labels"])
     assert meta["settings"]["npre"] == []  # no N_pre was needed
+    # another K on the same features: the kept shards are reused, N_pre not even built
+    monkeypatch.setattr(
+        npre_loading, "build_npre_trunk", lambda *a, **k: pytest.fail("re-extracted")
+    )
+    other = ncf_cfg(
+        idx_dir,
+        tmp_path,
+        npre,
+        *PREP,
+        *SHARDS,
+        "config.VCF.CLUSTERFIT.FEATURE_SHARDS.KEEP=true",
+        "config.VCF.CLUSTERFIT.NUM_CLUSTERS=4",
+        "config.VCF.CLUSTERFIT.NAME=k4",
+    )
+    assert cluster_dataset(other)["num_clusters"] == 4
 
 
 def test_bad_shard_settings_name_the_key(idx_dir, npre, tmp_path):

@@ -22,12 +22,21 @@ from vissl_clusterfit.cluster_step import extraction, feature_store
 from vissl_clusterfit.cluster_step.params import ClusterFitParams
 from vissl_clusterfit.cluster_step.routes import ClusterResult
 from vissl_clusterfit.clustering.comm import barrier, rank_and_world
+from vissl_clusterfit.data.cluster_labels import fingerprint
 
 
-def store_dir(params: ClusterFitParams, fp: str) -> str:
-    """``<OUTPUT_DIR>/<NAME>_features_<fingerprint>``: shards of other settings (another
-    N_pre, layer, dtype...) never mix with these, and a re-run finds its own."""
-    return os.path.join(params.output_dir, f"{params.name}_features_{fp[:12]}")
+# The label settings that determine the features (not K, PCA, seed, k-means backend).
+FEATURE_KEYS = ("npre", "npre_features", "transforms", "batch_size", "dataset")
+
+
+def store_dir(params: ClusterFitParams, settings: Dict[str, Any]) -> str:
+    """``<OUTPUT_DIR>/features_<hash>``, the hash of what determines the
+    features (N_pre and its checkpoint, layer, transforms, data, dtype): shards of other
+    settings never mix with these, a re-run finds its own, and re-clustering with
+    another K or seed reuses kept shards."""
+    key = {k: settings[k] for k in FEATURE_KEYS if k in settings}
+    key["dtype"] = params.shards.dtype
+    return os.path.join(params.output_dir, f"features_{fingerprint(key)[:12]}")
 
 
 def _image_paths(dataset: Any) -> Optional[List[str]]:
@@ -45,7 +54,7 @@ def open_features(
     params: ClusterFitParams,
     dataset: Any,
     device: torch.device,
-    fp: str,
+    settings: Dict[str, Any],
     trunks: Callable[[], List[extraction.TrunkLayer]],
 ) -> Tuple[feature_store.FeatureStore, Optional[str]]:
     """(the store, its directory when this step made it): precomputed features, or
@@ -66,7 +75,10 @@ def open_features(
             shards.precomputed, shards.precomputed_split, shards.layer, n
         )
         return store, None
-    folder = store_dir(params, fp)
+    folder = store_dir(params, settings)
+    if os.path.isfile(os.path.join(folder, feature_store.MANIFEST)):
+        logging.info(f"[vcf] reusing the complete feature shards in {folder}")
+        return feature_store.FeatureStore.open(folder), folder
     extraction.extract_to_shards(
         trunks(),
         dataset,

@@ -233,7 +233,7 @@ def _run_from_disk(
     rank, _ = rank_and_world()
     t0 = time.time()
     store, folder = disk_route.open_features(
-        params, dataset, device, fp, lambda: _npre_trunks(params)
+        params, dataset, device, settings, lambda: _npre_trunks(params)
     )
     t_extract = time.time() - t0
     scratch = disk_route.scratch_dir(params, folder)
