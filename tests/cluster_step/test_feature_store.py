@@ -141,6 +141,7 @@ def _two_ranks(rank: int, out_dir: str) -> None:
         np.save(os.path.join(out_dir, "labels.npy"), labels)
 
 
+@pytest.mark.slow  # two spawned processes importing torch: ~30 s on 2 loaded cores
 def test_one_and_two_processes_give_identical_shards_and_labels(
     reference, tmp_path
 ) -> None:
