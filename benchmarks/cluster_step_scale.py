@@ -70,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-dim", type=int, default=256, help="0 = no PCA")
     p.add_argument("--niter", type=int, default=20)
     p.add_argument("--worlds", default="1,2", help="process counts, W=1 first")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch and faiss threads per rank (0 = all cores / W). faiss' results "
+        "depend on its thread count (BLAS rounding), so compare W with equal threads",
+    )
+    p.add_argument(
+        "--reference",
+        default="",
+        help="compare the labels with this run directory's scale_labels.npy instead "
+        "of the first W's (e.g. a W=1 run of an earlier invocation)",
+    )
     p.add_argument("--shard-rows", type=int, default=16384)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--seed", type=int, default=0)
@@ -139,7 +152,7 @@ def _cluster(rank: int, world: int, args: argparse.Namespace, port: int) -> None
     import faiss
     import torch.distributed as dist
 
-    threads = max(1, (os.cpu_count() or 1) // world)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     if world > 1:
@@ -197,6 +210,7 @@ def _cluster(rank: int, world: int, args: argparse.Namespace, port: int) -> None
             dict(p, phase=n, time_s=times.get(n)) for n, p in zip(names, peak.phases)
         ],
         "rss_method": peak.method,
+        "threads": threads,
         "backend": res.backend,
         "sample_rows": res.sample_rows,
         "objective": res.objective,
@@ -262,12 +276,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             )
         print_table([r for r in rows if r["W"] == world], COLUMNS, f"W = {world}")
     first = runs[args.world_list[0]]
+    reference = first["labels"]
+    if args.reference:
+        reference = np.load(os.path.join(args.reference, "scale_labels.npy"))
     sample_gib = first["sample_rows"] * args.d * 4 / GIB
     target = 1.5 + 1.2 * sample_gib
     summary = []
     for world, run in runs.items():
         peak = max(p["peak"] for p in run["phases"]) / GIB
-        same = bool(np.array_equal(run["labels"], first["labels"]))
+        same = bool(np.array_equal(run["labels"], reference))
+        differ = int(np.count_nonzero(np.asarray(run["labels"]) != reference))
         summary.append(
             {
                 "W": world,
@@ -275,7 +293,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 "rank0_peak_rss_gib": peak,
                 "target_gib": target,
                 "within_target": peak <= target,
-                "labels_equal_W1": same,
+                "threads_per_rank": run["threads"],
+                "labels_equal_reference": same,
+                "labels_differing": differ,
                 "backend": run["backend"],
                 "sample_rows": run["sample_rows"],
                 "objective": run["objective"],
@@ -296,6 +316,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "read_shards is a separate pass over this rank's shards (the I/O alone); "
         "assign reads them again (page cache may serve part of it)",
         "one run per W (no repeats): times are one observation on a shared machine",
+        "labels compared with "
+        + (args.reference or f"the W = {args.world_list[0]} run of this invocation"),
     ]
     payload = {
         "args": {k: v for k, v in vars(args).items() if k != "world_list"},
