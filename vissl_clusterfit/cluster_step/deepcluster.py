@@ -83,11 +83,15 @@ def cluster_features_sharded(
             feats_local, params.num_groups, params.num_sub, **common
         )
         codes, reseeded = res.group * params.num_sub + res.sub, 0
-        algorithm = "distributed two-level kmeans"
+        algorithm, backend = "distributed two-level kmeans", "torch-cpu"
     else:
-        res = clustering.sharded_kmeans(feats_local, params.num_clusters, **common)
+        # On a GPU without faiss-gpu the Lloyd iterations run there (clustering.backend).
+        device = clustering.torch_device(feats_local.nbytes)
+        res = clustering.sharded_kmeans(
+            feats_local, params.num_clusters, device=device, **common
+        )
         codes, reseeded = res.labels, int(res.n_empty_reseeded)
-        algorithm = "distributed kmeans"
+        algorithm, backend = "distributed kmeans", f"torch-{device.type}"
     labels = clustering.gather_rows(codes)
     if labels is None:
         return None
@@ -95,6 +99,7 @@ def cluster_features_sharded(
         "labels": labels,
         "k": params.head_classes,
         "algorithm": algorithm,
+        "kmeans_backend": backend,
         "n_empty_reseeded": reseeded,
         "cluster_s": round(time.time() - t0, 2),
     }
