@@ -35,8 +35,8 @@ OVERRIDES = [
 
 def untrained_npre(folder: str) -> str:
     """A seeded (0), untrained RotNet trunk in VISSL's checkpoint layout."""
-    from vissl_clusterfit.checkpoints import save_untrained_trunk
     from vissl_clusterfit.config import compose_config
+    from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
 
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
     if os.path.isfile(path):

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 import vissl_clusterfit  # noqa: F401  applies the patches
-from vissl_clusterfit import compat, compat_run
+from vissl_clusterfit.compat import patches as compat, run_lifecycle as compat_run
 
 
 def test_numpy_aliases_restore_vissl_svm_utils():
@@ -46,7 +46,7 @@ def gloo_group(tmp_path):
 def test_broadcast_object_is_patched_and_round_trips(gloo_group, monkeypatch):
     import classy_vision.generic.distributed_util as du
 
-    assert du.broadcast_object is compat._fast_broadcast_object
+    assert du.broadcast_object is compat.fast_broadcast_object
     # upstream builds torch.ByteTensor(memoryview), byte by byte: the patch must not
     monkeypatch.setattr(
         torch,
@@ -72,7 +72,7 @@ def test_fast_broadcast_receiver_side_deserialises(monkeypatch):
         return torch.tensor([len(data)]) if t.dtype == torch.long else data.clone()
 
     monkeypatch.setattr(du, "broadcast", fake_broadcast)
-    out = compat._fast_broadcast_object(None, src=0)
+    out = compat.fast_broadcast_object(None, src=0)
     assert out["a"].tolist() == [0, 1, 2, 3, 4]
 
 
@@ -114,7 +114,7 @@ def test_apply_all_is_idempotent():
     import classy_vision.generic.distributed_util as du
     from vissl.trainer.trainer_main import SelfSupervisionTrainer
 
-    assert du.broadcast_object is compat._fast_broadcast_object
+    assert du.broadcast_object is compat.fast_broadcast_object
     assert (
         SelfSupervisionTrainer._extract_split_features
         is compat._extract_split_features_any_device
@@ -245,7 +245,7 @@ keeper = SleepWhileFinalizing()
 for _ in range(2):
     dist.broadcast(torch.ones(10), 0, async_op=True)
 if sys.argv[1] == "shutdown":
-    from vissl_clusterfit.compat import shutdown_process_group
+    from vissl_clusterfit.compat.patches import shutdown_process_group
     shutdown_process_group()
 """
 

@@ -11,22 +11,22 @@ import pytest
 import yaml
 
 from tests.conftest import run_tool
-from vissl_clusterfit import control_probe, control_report as cr
 from vissl_clusterfit.config import compose_config
-from vissl_clusterfit.control_experiment import (
-    VARIANTS,
-    ControlSettings,
-    npre_train_accuracy,
-    stage_overrides,
-)
-from vissl_clusterfit.control_probe import (
+from vissl_clusterfit.data.array_source import select_subset
+from vissl_clusterfit.experiments.control import probe as control_probe, report as cr
+from vissl_clusterfit.experiments.control.probe import (
     cached_probe,
     choose_k,
     fmnist_splits,
     linear_probe,
     stratified_holdout,
 )
-from vissl_clusterfit.data.array_source import select_subset
+from vissl_clusterfit.experiments.control.report import npre_train_accuracy
+from vissl_clusterfit.experiments.control.settings import (
+    VARIANTS,
+    ControlSettings,
+    stage_overrides,
+)
 
 
 # ------------------------------------------------------------------ splits and K choice
@@ -348,7 +348,7 @@ def test_tiny_preset_end_to_end_and_resumed(idx_dir, tmp_path):
 
 
 def test_output_dir_of_other_training_settings_is_refused(tmp_path):
-    from vissl_clusterfit.control_experiment import ControlExperiment
+    from vissl_clusterfit.experiments.control.driver import ControlExperiment
 
     out = str(tmp_path / "run")
     ControlExperiment(ControlSettings(preset="tiny", output_dir=out), [])
@@ -364,7 +364,7 @@ def test_output_dir_of_other_training_settings_is_refused(tmp_path):
 def test_runs_of_other_rates_sharing_the_folder_keep_each_others_stage_times(tmp_path):
     """Two control experiments (control.rates=0 and =50) in one folder at once: each
     stage time written by one stays when the other writes its own."""
-    from vissl_clusterfit.control_experiment import ControlExperiment
+    from vissl_clusterfit.experiments.control.driver import ControlExperiment
 
     out = str(tmp_path / "run")
     a = ControlExperiment(ControlSettings(preset="tiny", output_dir=out, rates="0"), [])

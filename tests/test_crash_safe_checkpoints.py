@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints (vissl_clusterfit/crash_safe_checkpoints.py and the compat
+"""Crash-safe checkpoints (vissl_clusterfit/compat/crash_safe_checkpoints.py and the compat
 patches ``atomic_checkpoints`` / ``loadable_resume``): VISSL's own writer and resume
 lookup, with the upstream failure shown first."""
 
@@ -16,7 +16,8 @@ from vissl.config import AttrDict
 
 import vissl_clusterfit  # noqa: F401  applies the patches
 from tests.conftest import ROOT, data_overrides, run_tool
-from vissl_clusterfit import crash_safe_checkpoints as csc
+from vissl_clusterfit.compat import crash_safe_checkpoints as csc
+from vissl_clusterfit.io import tmp_path_for
 
 
 def ckpt_cfg(**overrides):
@@ -190,7 +191,7 @@ def test_stale_tmp_files_of_killed_writes_are_removed(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    ours = csc.tmp_path_for(str(tmp_path / "model_phase1.torch"))
+    ours = tmp_path_for(str(tmp_path / "model_phase1.torch"))
     assert ours.endswith(f"-{os.getpid()}.tmp"), ours
     stale = tmp_path / os.path.basename(ours).replace(
         f"-{os.getpid()}.tmp", f"-{dead.pid}.tmp"
@@ -226,7 +227,7 @@ KILL_DRIVER = """
 import io, os, signal, sys
 import torch
 import vissl_clusterfit
-from vissl_clusterfit.launcher import hydra_main
+from vissl_clusterfit.launch.launcher import hydra_main
 
 mode, target = os.environ["VCF_KILL_MODE"], os.environ["VCF_KILL_AT"]
 if mode == "upstream":  # VISSL's in-place writer, as without our patch

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vissl_clusterfit.knn import knn_accuracy
+from vissl_clusterfit.launch.knn import knn_accuracy
 
 
 def reference(train_x, train_y, test_x, test_y, k, sigma, l2):

@@ -5,9 +5,9 @@ import pytest
 import torch.distributed as dist
 
 import vissl_clusterfit  # noqa: F401
-from vissl_clusterfit import launcher
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.hooks import hook_generator
+from vissl_clusterfit.launch import launcher
 
 
 @pytest.fixture

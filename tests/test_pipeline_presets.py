@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
+from vissl_clusterfit.experiments.pipeline.driver import Pipeline
+from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings, ncf_seed
 
 
 def test_fmnist_defaults_and_stages_unchanged(tmp_path):
@@ -138,7 +139,7 @@ def test_folder_without_val_is_refused(tmp_path):
 def test_ncf_does_not_start_from_npre_initial_weights(tmp_path, monkeypatch):
     """N_pre runs with the pipeline's seed; N_cf (labels derived from N_pre) with
     ncf_seed(seed), so the two networks are initialised differently."""
-    import vissl_clusterfit.pipeline as pipeline
+    import vissl_clusterfit.experiments.pipeline.stages as stages
 
     calls = []
 
@@ -150,10 +151,10 @@ def test_ncf_does_not_start_from_npre_initial_weights(tmp_path, monkeypatch):
         open(os.path.join(folder, "model_final_checkpoint_phase0.torch"), "w").close()
         return 0
 
-    monkeypatch.setattr(pipeline.subprocess, "call", fake_call)
+    monkeypatch.setattr(stages.subprocess, "call", fake_call)
     pipe = Pipeline(PipelineSettings(output_dir=str(tmp_path), seed=3), [])
     pipe.train("npre", "c", [])
     pipe.train("ncf", "c", [], from_npre_labels=True)
     seeds = [[a for a in cmd if a.startswith("config.SEED_VALUE=")] for cmd in calls]
     assert seeds == [["config.SEED_VALUE=3"], [f"config.SEED_VALUE={3 + 1000}"]]
-    assert pipeline.ncf_seed(3) == 1003
+    assert ncf_seed(3) == 1003

@@ -1,4 +1,4 @@
-"""SLURM launch (vissl_clusterfit/slurm.py, launcher.main with SLURM.USE_SLURM): the job
+"""SLURM launch (vissl_clusterfit/launch/slurm.py, launcher.main with SLURM.USE_SLURM): the job
 submitit would run, built and called without submitting anything."""
 
 import pickle
@@ -7,10 +7,10 @@ import pytest
 import submitit
 
 import vissl_clusterfit  # noqa: F401
-from vissl_clusterfit import launcher
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.hooks import hook_generator
-from vissl_clusterfit.slurm import VcfSlurmJob
+from vissl_clusterfit.launch import launcher
+from vissl_clusterfit.launch.slurm import VcfSlurmJob
 
 
 class FakeExecutor:

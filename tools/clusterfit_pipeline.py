@@ -4,7 +4,7 @@
     python tools/clusterfit_pipeline.py pipeline.output_dir=./runs/demo \
         pipeline.pretexts=rotnet,jigsaw pipeline.num_clusters=50 pipeline.with_2x=true
 
-Settings: pipeline.<key>=<value> (see vissl_clusterfit/pipeline.py: PipelineSettings);
+Settings: pipeline.<key>=<value> (see vissl_clusterfit/experiments/pipeline/driver.py: PipelineSettings);
 config.<KEY>=<value> arguments go to every VISSL stage. Each stage is skipped when its
 outputs exist. Writes report.json, report.md and PNG plots into pipeline.output_dir and
 prints the per-layer table.
@@ -17,8 +17,10 @@ import warnings
 # pipeline's own progress lines; each stage's full log is in <stage>/stdout.log
 warnings.filterwarnings("ignore")
 
-from vissl_clusterfit.pipeline import main as pipeline_main  # noqa: E402
-from vissl_clusterfit.report import accuracy_table  # noqa: E402
+from vissl_clusterfit.experiments.pipeline.driver import (  # noqa: E402
+    main as pipeline_main,
+)
+from vissl_clusterfit.experiments.pipeline.report import accuracy_table  # noqa: E402
 
 
 def main(argv) -> None:

@@ -5,7 +5,7 @@ res5 linear probes on four targets, report.md / report.json / fig3_control.png.
 
     python tools/control_experiment.py control.preset=small control.output_dir=./runs/control_small
 
-Settings: control.<key>=<value> (see vissl_clusterfit/control_experiment.py:
+Settings: control.<key>=<value> (see vissl_clusterfit/experiments/control/driver.py:
 ControlSettings; control.preset=tiny|small|full sets the defaults); config.<KEY>=<value>
 arguments go to every VISSL stage. Each stage is skipped when its outputs exist.
 """
@@ -17,7 +17,9 @@ import warnings
 # is in <stage>/stdout.log
 warnings.filterwarnings("ignore")
 
-from vissl_clusterfit.control_experiment import main as control_main  # noqa: E402
+from vissl_clusterfit.experiments.control.driver import (  # noqa: E402
+    main as control_main,
+)
 
 
 def main(argv) -> None:

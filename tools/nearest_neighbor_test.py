@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """k-NN evaluation with VISSL's benchmark/nearest_neighbor configs (the VISSL 0.1.6 wheel
 has the configs but not the tool): VISSL's extract_features engine, then the weighted
-k-NN vote; results in <CHECKPOINT.DIR>/knn.json. See vissl_clusterfit/knn.py.
+k-NN vote; results in <CHECKPOINT.DIR>/knn.json. See vissl_clusterfit/launch/knn.py.
 
     python tools/nearest_neighbor_test.py \
         config=benchmark/nearest_neighbor/eval_resnet_8gpu_in1k_kNN \
@@ -16,7 +16,7 @@ from vissl_clusterfit.config import compose_config
 
 
 def main(args: Any, cfg: Any) -> None:
-    from vissl_clusterfit.knn import main as knn_main
+    from vissl_clusterfit.launch.knn import main as knn_main
 
     knn_main(args, cfg)
 

@@ -12,7 +12,7 @@ Same arguments as VISSL's tools/run_distributed_engines.py:
         config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu \
         config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=./runs/rotnet/model_final_checkpoint_phase9.torch
 """
-from vissl_clusterfit.launcher import hydra_main, invoke_main, main  # noqa: F401
+from vissl_clusterfit.launch.launcher import hydra_main, invoke_main, main  # noqa: F401
 
 
 if __name__ == "__main__":

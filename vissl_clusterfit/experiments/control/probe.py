@@ -32,9 +32,9 @@ from vissl_clusterfit.cluster_step.extraction import (
 )
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.config import compose_config
-from vissl_clusterfit.data.cluster_labels import atomic_write
 from vissl_clusterfit.data.fashion_mnist_coarse import FINE_TO_COARSE
 from vissl_clusterfit.data.fashion_mnist_tops import TOPS_FINE_LABELS
+from vissl_clusterfit.io import atomic_write
 
 
 TARGET_NAMES = ("fmnist10", "fmnist5", "tops4", "digits10")

@@ -7,10 +7,10 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import yaml
 
-from vissl_clusterfit.control_probe import fmnist_splits
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH
+from vissl_clusterfit.experiments.cli import parse_settings
+from vissl_clusterfit.experiments.control.probe import fmnist_splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,14 +95,7 @@ class ControlSettings:
 
     @classmethod
     def from_args(cls, args: List[str]) -> "ControlSettings":
-        fields = [f.name for f in dataclasses.fields(cls)]
-        values: Dict[str, Any] = {}
-        for key, _, value in (arg.partition("=") for arg in args):
-            if key[len("control.") :] not in fields:
-                valid = ", ".join(f"control.{n}" for n in fields)
-                raise ValueError(f"unknown setting '{key}': valid are {valid}")
-            values[key[len("control.") :]] = yaml.safe_load(value)
-        return cls(**values)
+        return parse_settings(cls, "control", args)
 
     def probe_settings(self) -> Dict[str, Any]:
         """What the probes depend on (``control_probe.probe_checkpoint``)."""

@@ -37,7 +37,7 @@ class VcfSlurmJob:
         from vissl.utils.distributed_launcher import launch_distributed
 
         import vissl_clusterfit  # noqa: F401  registers engines, hooks; applies compat
-        from vissl_clusterfit.compat import shutdown_process_group
+        from vissl_clusterfit.compat.patches import shutdown_process_group
         from vissl_clusterfit.hooks import hook_generator
 
         environment = submitit.JobEnvironment()

@@ -34,14 +34,14 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from vissl_clusterfit.compat_run import (
+from vissl_clusterfit.compat.patching import once
+from vissl_clusterfit.compat.run_lifecycle import (
     patch_apex_syncbn_fallback,
     patch_atomic_checkpoints,
     patch_launcher_error_logging,
     patch_loadable_resume,
     shutdown_process_group,
 )
-from vissl_clusterfit.patching import once
 
 
 @once("numpy_aliases")
@@ -62,7 +62,7 @@ def patch_numpy_aliases() -> None:
             setattr(np, name, value)
 
 
-def _fast_broadcast_object(obj: Any, src: int = 0, use_disk: bool = True) -> Any:
+def fast_broadcast_object(obj: Any, src: int = 0, use_disk: bool = True) -> Any:
     """classy_vision.generic.distributed_util.broadcast_object without the slow copy.
 
     Upstream builds ``torch.ByteTensor(memoryview)``, which copies the serialized
@@ -92,14 +92,14 @@ def patch_broadcast_object() -> None:
     import classy_vision.generic.distributed_util as du
     import classy_vision.generic.util as cu
 
-    du.broadcast_object = _fast_broadcast_object
+    du.broadcast_object = fast_broadcast_object
     if hasattr(cu, "broadcast_object"):
-        cu.broadcast_object = _fast_broadcast_object
+        cu.broadcast_object = fast_broadcast_object
     try:
         import vissl.utils.checkpoint as vc
 
         if hasattr(vc, "broadcast_object"):
-            vc.broadcast_object = _fast_broadcast_object
+            vc.broadcast_object = fast_broadcast_object
     except ImportError:  # pragma: no cover
         pass
 

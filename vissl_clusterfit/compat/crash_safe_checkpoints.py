@@ -18,71 +18,30 @@ presence as "training already succeeded" and exits without training.
   the next older one, then to a fresh start.
 - ``has_loadable_final_checkpoint``: VISSL's "training finished" test, counting only a
   final checkpoint that loads.
-- ``remove_stale_tmp_files``: the temporary files of killed writes (ours only: they
-  carry our suffix, the host and the writer's pid).
+- The temporary files of killed writes (``vissl_clusterfit.io.remove_stale_tmp_files``)
+  are deleted when a run starts, before any rank of it writes a checkpoint (every rank
+  of a multi-node run passes VISSL's launcher, which calls it, before the process group
+  forms and training can begin).
 """
 
 import contextlib
 import logging
 import os
-import re
-import socket
 import zipfile
 from typing import Any, List, Optional
 
 import torch
 
+from vissl_clusterfit.io import atomic_write, remove_stale_tmp_files
+
 
 SYMLINK_NAME = "checkpoint.torch"
-_TMP_SUFFIX = ".tmp"
-# .<final name>.vcf-<host>-<pid>.tmp : hidden, and not ending in .torch, so VISSL's
-# has_checkpoint / has_final_checkpoint never count it
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.vcf-(?P<host>.+)-(?P<pid>\d+)\.tmp$")
-
-
-def _host() -> str:
-    return socket.gethostname().replace(os.sep, "_") or "localhost"
-
-
-def tmp_path_for(path: str) -> str:
-    """The temporary file ``atomic_torch_save`` writes before renaming it to ``path``."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.vcf-{_host()}-{os.getpid()}{_TMP_SUFFIX}")
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the rename durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial file under ``path``.
-
-    A failed write (exception) removes its temporary file; a killed one leaves only the
-    temporary file, which ``remove_stale_tmp_files`` deletes at the next launch.
-    """
-    path = os.path.abspath(path)
-    tmp = tmp_path_for(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))
+    """``torch.save(obj, path)`` that never leaves a partial file under ``path``
+    (``vissl_clusterfit.io.atomic_write``)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_save_checkpoint(
@@ -124,47 +83,6 @@ def checkpoint_load_error(path: str) -> Optional[str]:
             if error is not None:
                 return f"its shard {shard_path} does not load ({error})"
     return None
-
-
-def remove_stale_tmp_files(checkpoint_folder: str) -> List[str]:
-    """Delete the temporary files left by killed ``atomic_torch_save`` calls in
-    ``checkpoint_folder``; returns their paths.
-
-    Only files with our name pattern are touched, and none whose writer is a live
-    process on this host. It runs when a run starts, before any rank of it writes a
-    checkpoint (every rank of a multi-node run passes VISSL's launcher, which calls it,
-    before the process group forms and training can begin).
-    """
-    try:
-        names = os.listdir(checkpoint_folder)
-    except OSError:
-        return []
-    host, removed = _host(), []
-    for name in names:
-        match = _TMP_RE.match(name)
-        if match is None:
-            continue
-        if match["host"] == host and _pid_alive(int(match["pid"])):
-            continue
-        path = os.path.join(checkpoint_folder, name)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-            removed.append(path)
-            logging.warning(
-                f"Removed {path}: the partial file of a checkpoint write that was "
-                "killed before it finished"
-            )
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _listdir(checkpoint_folder: str) -> List[str]:

@@ -1,10 +1,12 @@
 """Settings of the one-command pipeline (``pipeline.<key>=<value>``) and its presets:
 ``fmnist`` (the plugin's Fashion-MNIST configs) and ``resnet50_in1k`` (the paper's
-ImageNet setting on VISSL's own ResNet-50 configs). See ``vissl_clusterfit.pipeline``."""
+ImageNet setting on VISSL's own ResNet-50 configs). See ``vissl_clusterfit.experiments.pipeline.driver``."""
 
 import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Tuple
+
+from vissl_clusterfit.experiments.cli import parse_settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,35 +114,7 @@ class PipelineSettings:
 
     @classmethod
     def from_args(cls, args: List[str]) -> "PipelineSettings":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: Dict[str, Any] = {}
-        for arg in args:
-            key, _, value = arg.partition("=")
-            name = key[len("pipeline.") :]
-            if name not in fields:
-                raise ValueError(
-                    f"unknown pipeline setting '{key}': valid are "
-                    + ", ".join(f"pipeline.{n}" for n in fields)
-                )
-            default = fields[name].default
-            if isinstance(default, bool):
-                values[name] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int) or name in _INT_SETTINGS:
-                values[name] = int(value)
-            else:
-                values[name] = value
-        return cls(**values)
-
-
-# settings whose default is None (the preset's) but whose values are integers
-_INT_SETTINGS = (
-    "num_clusters",
-    "data_limit",
-    "epochs",
-    "eval_train_limit",
-    "eval_test_limit",
-    "eval_epochs",
-)
+        return parse_settings(cls, "pipeline", args)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,7 +43,7 @@ def save_untrained_trunk(
     import torch
     from vissl.models.trunks import get_model_trunk
 
-    from vissl_clusterfit.crash_safe_checkpoints import atomic_torch_save
+    from vissl_clusterfit.compat.crash_safe_checkpoints import atomic_torch_save
 
     torch.manual_seed(seed)
     name = model_cfg.TRUNK.NAME

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from vissl_clusterfit.control_probe import choose_k
+from vissl_clusterfit.experiments.control.probe import choose_k
 
 
 METHODS = ("N_pre", "N_cf", "distillation", "prototype", "random init")

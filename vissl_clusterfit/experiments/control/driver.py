@@ -14,33 +14,26 @@ import resource
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from vissl_clusterfit.checkpoints import save_untrained_trunk
 from vissl_clusterfit.config import compose_config
-from vissl_clusterfit.control_probe import cached_probe
-from vissl_clusterfit.control_report import npre_train_accuracy, write_report
-from vissl_clusterfit.control_settings import (  # noqa: F401  (re-exported)
-    CF,
-    METHODS,
+from vissl_clusterfit.data.cluster_labels import read_meta
+from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
+from vissl_clusterfit.experiments.cli import split_argv
+from vissl_clusterfit.experiments.control.probe import cached_probe
+from vissl_clusterfit.experiments.control.report import (
+    npre_train_accuracy,
+    write_report,
+)
+from vissl_clusterfit.experiments.control.settings import (
     MODEL_NAMES,
-    PRESETS,
     VARIANTS,
     ControlSettings,
-    Variant,
-    hydra_value,
     ints,
     names,
-    recipe_overrides,
     stage_overrides,
 )
-from vissl_clusterfit.data.cluster_labels import atomic_write, read_meta
-from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
-
-
-def read_json(path: str, default: Any) -> Any:
-    if not os.path.isfile(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+from vissl_clusterfit.experiments.pipeline.driver import Pipeline
+from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
+from vissl_clusterfit.io import atomic_write, read_json
 
 
 def _cpu_s() -> float:
@@ -54,7 +47,7 @@ class ControlExperiment:
     records, and the report."""
 
     def __init__(self, settings: ControlSettings, passthrough: List[str]) -> None:
-        self.s, self.passthrough = settings, passthrough
+        self.settings, self.passthrough = settings, passthrough
         self.out = os.path.abspath(settings.output_dir)
         self.times_path = os.path.join(self.out, "stage_times.json")
         self._check_reusable()
@@ -68,7 +61,9 @@ class ControlExperiment:
         """Stages are reused by folder name: refuse a folder of models trained with
         other settings (more seeds, rates, K or methods only add stages)."""
         keys = ("data_limit", "epochs", "scale", "num_proc", "data_path")
-        now = dict({k: getattr(self.s, k) for k in keys}, passthrough=self.passthrough)
+        now = dict(
+            {k: getattr(self.settings, k) for k in keys}, passthrough=self.passthrough
+        )
         path = os.path.join(self.out, "training_settings.json")
         old = read_json(path, now)
         diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in now.items() if old.get(k) != v]  # fmt: skip
@@ -100,11 +95,11 @@ class ControlExperiment:
 
     def npre_cfg(self, variant: str) -> Any:
         name = f"vissl_clusterfit/pretrain/{VARIANTS[variant].npre_config}"
-        return compose_config([f"config={name}_{self.s.scale}"], False)[1]
+        return compose_config([f"config={name}_{self.settings.scale}"], False)[1]
 
     def _pipeline(self, folder: str, seed: int) -> Pipeline:
-        ps = PipelineSettings(output_dir=folder, scale=self.s.scale, seed=seed)
-        ps.num_proc = self.s.num_proc
+        ps = PipelineSettings(output_dir=folder, scale=self.settings.scale, seed=seed)
+        ps.num_proc = self.settings.num_proc
         return Pipeline(ps, self.passthrough)
 
     def _train(self, cell: Pipeline, name: str, config: str, over: List[str]) -> str:
@@ -119,10 +114,10 @@ class ControlExperiment:
         """Probe ``ckpt`` (or reuse its cached probe); one record per target."""
         targets = VARIANTS[key["variant"]].targets()
         folder = os.path.dirname(ckpt)
-        cache, settings = f"{folder}/probe_res5.json", self.s.probe_settings()
+        cache, probed_on = f"{folder}/probe_res5.json", self.settings.probe_settings()
         probed = self._timed(
             "probe:" + os.path.relpath(folder, self.out),
-            lambda: cached_probe(ckpt, list(targets.values()), settings, cache),
+            lambda: cached_probe(ckpt, list(targets.values()), probed_on, cache),
         )
         for target, name in targets.items():
             res = dict(val=probed[name]["val"], test=probed[name]["test"])
@@ -132,12 +127,12 @@ class ControlExperiment:
         key = {"variant": variant, "p": pct, "seed": seed}
         cell = self._pipeline(f"{self.out}/{variant}/p{pct}/s{seed}", seed)
         npre_cfg = self.npre_cfg(variant)
-        first = stage_overrides(self.s, variant, pct, seed, "", npre_cfg)["npre"]
+        first = stage_overrides(self.settings, variant, pct, seed, "", npre_cfg)["npre"]
         npre = self._train(cell, "npre", *first)
         fit = npre_train_accuracy(os.path.dirname(npre))
         self.npre_fit.append(dict(key, train_top1=fit))
         self._record(key, "N_pre", None, npre)
-        stages = stage_overrides(self.s, variant, pct, seed, npre, npre_cfg)
+        stages = stage_overrides(self.settings, variant, pct, seed, npre, npre_cfg)
         for name, (config, over) in list(stages.items())[1:]:
             ckpt = self._train(cell, name, config, over)
             k = int(name[len("ncf_k") :]) if name.startswith("ncf_k") else None
@@ -151,24 +146,24 @@ class ControlExperiment:
         ckpt = f"{self.out}/random/s{seed}/random_init.torch"
         if not os.path.isfile(ckpt):
             save_untrained_trunk(
-                ckpt, self.npre_cfg(names(self.s.variants)[0]).MODEL, seed
+                ckpt, self.npre_cfg(names(self.settings.variants)[0]).MODEL, seed
             )
-        for variant in names(self.s.variants):
-            for p in ints(self.s.rates):
+        for variant in names(self.settings.variants):
+            for p in ints(self.settings.rates):
                 key = {"variant": variant, "p": p, "seed": seed}
                 self._record(key, "random init", None, ckpt)
 
     def run(self) -> Dict[str, Any]:
         t0 = time.time()
-        for seed in ints(self.s.seeds):
-            for variant in names(self.s.variants):
-                for p in ints(self.s.rates):
+        for seed in ints(self.settings.seeds):
+            for variant in names(self.settings.variants):
+                for p in ints(self.settings.rates):
                     print(f"[control] {variant} N_pre, p={p}%, seed {seed}", flush=True)
                     self.run_cell(variant, p, seed)
             self.run_random(seed)
         report = {
-            "settings": dataclasses.asdict(self.s),
-            "num_proc": self.s.num_proc,
+            "settings": dataclasses.asdict(self.settings),
+            "num_proc": self.settings.num_proc,
             "passthrough": self.passthrough,
             "records": self.records,
             "npre_fit": self.npre_fit,
@@ -182,9 +177,5 @@ class ControlExperiment:
 
 def main(argv: List[str]) -> Dict[str, Any]:
     """``control.<key>=<value>`` settings; ``config.<KEY>=<value>`` go to every stage."""
-    ours = [a for a in argv if a.startswith("control.")]
-    rest = [a for a in argv if not a.startswith("control.")]
-    bad = [a for a in rest if not a.startswith(("config.", "+config."))]
-    if bad:
-        raise ValueError(f"{bad}: use control.<key>=<value> or config.<KEY>=<value>")
+    ours, rest = split_argv(argv, "control")
     return ControlExperiment(ControlSettings.from_args(ours), rest).run()

@@ -7,7 +7,7 @@ import functools
 import logging
 from typing import Any, Callable
 
-from vissl_clusterfit.patching import once
+from vissl_clusterfit.compat.patching import once
 
 
 @once("atomic_checkpoints")
@@ -18,11 +18,11 @@ def patch_atomic_checkpoints() -> None:
     ``save_checkpoint`` by the name vissl/utils/checkpoint.py imported from
     classy-vision, which writes in place. The ``checkpoint.torch`` symlink is made by
     ``create_file_symlink`` only after ``_save`` returned, so it always points at a
-    complete file. See ``vissl_clusterfit.crash_safe_checkpoints``.
+    complete file. See ``vissl_clusterfit.compat.crash_safe_checkpoints``.
     """
     import vissl.utils.checkpoint as vc
 
-    from vissl_clusterfit.crash_safe_checkpoints import atomic_save_checkpoint
+    from vissl_clusterfit.compat.crash_safe_checkpoints import atomic_save_checkpoint
 
     vc.save_checkpoint = atomic_save_checkpoint
 
@@ -41,7 +41,7 @@ def patch_loadable_resume() -> None:
     import vissl.utils.checkpoint as vc
     import vissl.utils.distributed_launcher as dl
 
-    from vissl_clusterfit.crash_safe_checkpoints import (
+    from vissl_clusterfit.compat.crash_safe_checkpoints import (
         has_loadable_final_checkpoint,
         loadable_resume_checkpoint,
     )

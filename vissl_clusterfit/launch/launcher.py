@@ -1,6 +1,6 @@
 """Entry point logic of tools/run_distributed_engines.py: VISSL's own launcher
 (``launch_distributed``: 1..N processes, N nodes; SLURM through
-``vissl_clusterfit.slurm``) with the plugin's hook generator.
+``vissl_clusterfit.launch.slurm``) with the plugin's hook generator.
 
 Kept in the package (not in tools/) so that spawned workers can import it.
 """
@@ -8,7 +8,7 @@ Kept in the package (not in tools/) so that spawned workers can import it.
 import sys
 from typing import Any, List
 
-from vissl_clusterfit.config import compose_config  # noqa: F401  (re-exported)
+from vissl_clusterfit.config import compose_config
 
 
 def main(args: Any, cfg: Any) -> None:
@@ -18,9 +18,9 @@ def main(args: Any, cfg: Any) -> None:
     from vissl.utils.distributed_launcher import launch_distributed
 
     import vissl_clusterfit  # noqa: F401  registers the plugin's components
-    from vissl_clusterfit.compat import shutdown_process_group
+    from vissl_clusterfit.compat.patches import shutdown_process_group
     from vissl_clusterfit.hooks import hook_generator
-    from vissl_clusterfit.slurm import launch_on_slurm
+    from vissl_clusterfit.launch.slurm import launch_on_slurm
 
     if cfg.SLURM.USE_SLURM:
         launch_on_slurm(cfg, engine_name=args.engine_name)
