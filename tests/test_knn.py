@@ -1,4 +1,4 @@
-"""The weighted k-NN of tools/nearest_neighbor_test.py against a direct reference."""
+"""The weighted k-NN of tools/nearest_neighbor_eval.py against a direct reference."""
 
 import numpy as np
 

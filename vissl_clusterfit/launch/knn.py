@@ -18,10 +18,14 @@ Config params: VISSL's (NEAREST_NEIGHBOR.*, EXTRACT_FEATURES.OUTPUT_DIR, MODEL.*
 import json
 import logging
 import os
-from typing import Any, Dict, Tuple
+import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from vissl_clusterfit.config import compose_config
+from vissl_clusterfit.launch.launcher import exit_if_help
 
 
 def knn_accuracy(
@@ -123,3 +127,19 @@ def main(args: Any, cfg: Any) -> Dict[str, Dict[str, float]]:
         json.dump({"top_k": int(cfg.NEAREST_NEIGHBOR.TOPK), "layers": results}, f)
     print(f"k-NN accuracy (%): {json.dumps(results)} -> {out}", flush=True)
     return results
+
+
+USAGE = """usage: vissl-clusterfit-knn config=benchmark/nearest_neighbor/<config> \\
+           +vissl_clusterfit_defaults=knn_res5 config.MODEL.WEIGHTS_INIT.PARAMS_FILE=<ckpt> \\
+           config.CHECKPOINT.DIR=<folder>
+
+k-NN evaluation with VISSL's benchmark/nearest_neighbor configs: VISSL's
+extract_features engine, then the weighted k-NN vote; results in
+<CHECKPOINT.DIR>/knn.json.
+"""
+
+
+def invoke_main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    exit_if_help(argv, USAGE)
+    main(*compose_config(argv))
