@@ -16,7 +16,13 @@ from tests.conftest import ROOT, data_overrides
 
 
 # what a source distribution holds (setup.cfg packages vissl_clusterfit and hydra_plugins)
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "vissl_clusterfit", "hydra_plugins")
+SOURCES = (
+    "setup.cfg",
+    "pyproject.toml",
+    "README.md",
+    "vissl_clusterfit",
+    "hydra_plugins",
+)
 
 
 def _venv_reusing_the_stack(venv: str) -> str:
@@ -76,7 +82,9 @@ def test_installed_copy_runs_its_entry_points_and_pipeline(idx_dir, tmp_path):
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
         return proc
 
-    where = run(python, "-c", "import vissl_clusterfit; print(vissl_clusterfit.__file__)")
+    where = run(
+        python, "-c", "import vissl_clusterfit; print(vissl_clusterfit.__file__)"
+    )
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout
     helps = {
         "vissl-clusterfit": "config=<name>",
