@@ -3,8 +3,8 @@
 VISSL's last release predates this stack. Each patch below names the upstream file it
 replaces, says why, and is applied once at ``import vissl_clusterfit`` (``apply_all`` is
 idempotent). Nothing in site-packages is edited. Each patch has a test that fails
-without it: in ``tests/test_compat.py``, or in the test file of the module that holds
-the patch's body (``crash_safe_checkpoints``: ``tests/test_crash_safe_checkpoints.py``).
+without it: in ``tests/compat/test_patches.py``, or in the test file of the module that holds
+the patch's body (``crash_safe_checkpoints``: ``tests/compat/test_crash_safe_checkpoints.py``).
 
 | patch                      | upstream                                         | symptom fixed |
 |----------------------------|--------------------------------------------------|---------------|

@@ -8,8 +8,12 @@ dataclass's annotations is enough and gives errors that name the setting.
 """
 
 import dataclasses
+import sys
 import typing
-from typing import Any, Dict, List, Tuple, Type
+import warnings
+from typing import Any, Dict, List, Optional, Tuple, Type
+
+from vissl_clusterfit.launch.launcher import exit_if_help
 
 
 def split_argv(argv: List[str], prefix: str) -> Tuple[List[str], List[str]]:
@@ -57,3 +61,17 @@ def parse_settings(cls: Type[Any], prefix: str, args: List[str]) -> Any:
             )
         values[name] = _typed(key, value, fields[name])
     return cls(**values)
+
+
+def console_argv(
+    argv: Optional[List[str]], usage: str, cls: Type[Any], prefix: str
+) -> List[str]:
+    """The arguments of a driver's console script (``sys.argv[1:]`` unless given). On
+    -h / --help: ``usage`` and the settings' names, then exit. The stack's deprecation
+    chatter is silenced: it would bury the progress lines (every stage's full log is in
+    ``<stage>/stdout.log``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    names = "".join(f"  {prefix}.{f.name}\n" for f in dataclasses.fields(cls))
+    exit_if_help(argv, usage + names)
+    warnings.filterwarnings("ignore")
+    return argv

@@ -11,15 +11,13 @@ import dataclasses
 import json
 import os
 import resource
-import sys
 import time
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.cluster_labels import read_meta
 from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
-from vissl_clusterfit.experiments.cli import split_argv
+from vissl_clusterfit.experiments.cli import console_argv, split_argv
 from vissl_clusterfit.experiments.control.probe import cached_probe
 from vissl_clusterfit.experiments.control.report import (
     npre_train_accuracy,
@@ -36,7 +34,6 @@ from vissl_clusterfit.experiments.control.settings import (
 from vissl_clusterfit.experiments.pipeline.driver import Pipeline
 from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
 from vissl_clusterfit.io import atomic_write, read_json
-from vissl_clusterfit.launch.launcher import exit_if_help
 
 
 def _cpu_s() -> float:
@@ -196,13 +193,7 @@ control.output_dir. control.preset=tiny|small|full sets the defaults. Settings:
 
 def invoke_main(argv: Optional[List[str]] = None) -> None:
     """The console script: ``main``, then where the report is."""
-    argv = sys.argv[1:] if argv is None else argv
-    fields = dataclasses.fields(ControlSettings)
-    exit_if_help(argv, USAGE + "".join(f"  control.{f.name}\n" for f in fields))
-    # the stack's deprecation chatter would bury the progress lines; every stage's full
-    # log is in <stage>/stdout.log
-    warnings.filterwarnings("ignore")
-    report = main(argv)
+    report = main(console_argv(argv, USAGE, ControlSettings, "control"))
     out = report["settings"]["output_dir"]
     print(
         f"\nstages run now: {len(report['stages_run_now'])}; "

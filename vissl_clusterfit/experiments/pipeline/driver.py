@@ -25,18 +25,15 @@ on the user's images: ``pipeline.data=folder:<root>`` (``<root>/train/<class>/*`
 import dataclasses
 import logging
 import os
-import sys
 import time
-import warnings
 from typing import Any, Dict, List, Optional
 
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir, read_meta
-from vissl_clusterfit.experiments.cli import split_argv
+from vissl_clusterfit.experiments.cli import console_argv, split_argv
 from vissl_clusterfit.experiments.pipeline import linear_eval, random_init, training
 from vissl_clusterfit.experiments.pipeline.report import accuracy_table, write_report
 from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
 from vissl_clusterfit.experiments.pipeline.stages import StageRunner
-from vissl_clusterfit.launch.launcher import exit_if_help
 
 
 class Pipeline(StageRunner):
@@ -161,13 +158,7 @@ table. Each stage is skipped when its outputs exist. Settings (PipelineSettings)
 
 def invoke_main(argv: Optional[List[str]] = None) -> None:
     """The console script: ``main``, then the per-layer tables."""
-    argv = sys.argv[1:] if argv is None else argv
-    fields = dataclasses.fields(PipelineSettings)
-    exit_if_help(argv, USAGE + "".join(f"  pipeline.{f.name}\n" for f in fields))
-    # the stack's deprecation chatter (torchvision, pkg_resources, torch.jit) would bury
-    # the pipeline's own progress lines; each stage's full log is in <stage>/stdout.log
-    warnings.filterwarnings("ignore")
-    report = main(argv)
+    report = main(console_argv(argv, USAGE, PipelineSettings, "pipeline"))
     for target, results in report["linear_top1"].items():
         print(f"\nLinear probe top-1 (%) on {target}, per layer:\n")
         print(accuracy_table(results))
