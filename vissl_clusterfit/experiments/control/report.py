@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vissl_clusterfit.experiments.control.probe import choose_k
+from vissl_clusterfit.experiments.markdown import markdown_table
 
 
 METHODS = ("N_pre", "N_cf", "distillation", "prototype", "random init")
@@ -199,11 +200,6 @@ def plot_fig3(path: str, recs: Sequence[Record], variants: Sequence[str]) -> Non
     plt.close(fig)
 
 
-def table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> List[str]:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows] + [""]
-
-
 def variant_sections(report: Dict[str, Any], v: str, rates: List[int]) -> List[str]:
     """The Markdown sections of one N_pre variant."""
     recs, fits, clusters = report["records"], report["npre_fit"], report["clusters"]
@@ -245,7 +241,7 @@ def variant_sections(report: Dict[str, Any], v: str, rates: List[int]) -> List[s
     ]  # fmt: skip
     md: List[str] = []
     for title, header, rows in sections:
-        md += [f"## {v} N_pre: {title}", ""] + table(header, rows)
+        md += [f"## {v} N_pre: {title}", ""] + markdown_table(header, rows) + [""]
     return md
 
 
@@ -272,7 +268,7 @@ def render(report: Dict[str, Any]) -> str:
     times = report["stage_time_s"]
     md += ["## Time per stage", ""]
     rows = [[k, t["wall_s"], t["cpu_s"]] for k, t in sorted(times.items())]
-    md += table(["stage", "wall s", "CPU s"], rows)
+    md += markdown_table(["stage", "wall s", "CPU s"], rows) + [""]
     md += [
         f"This invocation: {report['total_time_s']:.0f} s, "
         f"{len(report['stages_run_now'])} stages run now (the others reused).",

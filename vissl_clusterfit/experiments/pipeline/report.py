@@ -10,13 +10,15 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from vissl_clusterfit.experiments.markdown import markdown_table
+
 
 LAYERS = ["conv1", "res2", "res3", "res4", "res5"]
 
 
 def accuracy_table(results: Dict[str, Dict[str, float]]) -> str:
     layers = [l for l in LAYERS if any(l in r for r in results.values())]
-    lines = ["| model | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers)]
+    rows = []
     for model, top1 in results.items():
         best = max(top1.get(l, float("-inf")) for l in layers)
         cells = [
@@ -27,7 +29,8 @@ def accuracy_table(results: Dict[str, Dict[str, float]]) -> str:
             )
             for l in layers
         ]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        rows.append([model, *cells])
+    lines = markdown_table(["model", *layers], rows, "l" + "r" * len(layers))
     return "\n".join(lines)
 
 
@@ -178,21 +181,31 @@ def render_markdown(report: Dict[str, Any]) -> str:
         out += [
             "## Clusters",
             "",
-            "| N_pre | K | empty | re-seeded | size min / mean / max | NMI | AMI | purity | extract s | cluster s |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
+        rows = []
         for pretext, info in report["clusters"].items():
             m, t = info["metrics"], info["time_s"]
-            out.append(
-                f"| {pretext} | {int(m['num_clusters'])} | {int(m['num_empty'])} | "
-                f"{int(m.get('n_empty_reseeded', 0))} | {m['size_min']:.0f} / {m['size_mean']:.0f} / "
-                f"{m['size_max']:.0f} | {m.get('nmi', float('nan')):.3f} | "
-                f"{m.get('ami', float('nan')):.3f} | {m.get('purity', float('nan')):.3f} | "
-                f"{t['extract']:.1f} | {t['cluster']:.1f} |"
+            rows.append(
+                [
+                    pretext,
+                    int(m["num_clusters"]),
+                    int(m["num_empty"]),
+                    int(m.get("n_empty_reseeded", 0)),
+                    f"{m['size_min']:.0f} / {m['size_mean']:.0f} / {m['size_max']:.0f}",
+                    *(
+                        f"{m.get(k, float('nan')):.3f}"
+                        for k in ("nmi", "ami", "purity")
+                    ),
+                    f"{t['extract']:.1f}",
+                    f"{t['cluster']:.1f}",
+                ]
             )
-        out.append("")
-    out += ["## Time per stage (s)", "", "| stage | s |", "|---|---:|"]
-    out += [f"| {k} | {v:.0f} |" for k, v in report["stage_time_s"].items()]
+        header = ["N_pre", "K", "empty", "re-seeded", "size min / mean / max"]
+        header += ["NMI", "AMI", "purity", "extract s", "cluster s"]
+        out += markdown_table(header, rows, "lrrrlrrrrr") + [""]
+    out += ["## Time per stage (s)", ""]
+    times = [[k, f"{v:.0f}"] for k, v in report["stage_time_s"].items()]
+    out += markdown_table(["stage", "s"], times, "lr")
     out += ["", f"Total: {report['total_time_s']:.0f} s", ""]
     out += [f"![{p}]({p})" for p in report.get("plots", [])]
     return "\n".join(out) + "\n"
