@@ -18,9 +18,9 @@ Accuracies are in percent.
 
 Example (from the repository root)::
 
-    .venv/bin/python -m benchmarks.probes \\
+    .venv/bin/python -m benchmarks.probe_checkpoint \\
         runs/demo/npre_rotnet/model_final_checkpoint_phase7.torch
-    .venv/bin/python -m benchmarks.probes runs/demo/random_init/random_init.torch \\
+    .venv/bin/python -m benchmarks.probe_checkpoint runs/demo/random_init/random_init.torch \\
         --config-name vissl_clusterfit/pretrain/rotnet_fmnist_cpu --targets digits
 
 Features are extracted once per (checkpoint, target) and kept in memory only.
@@ -283,7 +283,8 @@ def _table(res: Dict[str, Any]) -> str:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.probes", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.probe_checkpoint",
+        description=__doc__.split("\n\n")[0],
     )
     p.add_argument("checkpoint")
     p.add_argument(
