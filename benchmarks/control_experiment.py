@@ -42,11 +42,7 @@ def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str,
     they extract (Fashion-MNIST train + validation + test, digits' 1797)."""
     import dataclasses
 
-    from vissl_clusterfit.experiments.control.settings import (
-        ControlSettings,
-        ints,
-        names,
-    )
+    from benchmarks.plugin import ControlSettings, ints, names
 
     s = ControlSettings(preset=preset)
     fields = {f.name for f in dataclasses.fields(ControlSettings)}
@@ -104,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             est = estimate(json.load(f), args.preset, args.img_per_s)
         print(json.dumps(est, indent=1))
         return est
-    from vissl_clusterfit.experiments.control.driver import main as control_main
+    from benchmarks.plugin import control_main
 
     name = args.name or f"control_experiment_{args.preset}"
     out = args.output or os.path.join(common.WORK_DIR, name)

@@ -35,16 +35,15 @@ OVERRIDES = [
 
 def untrained_npre(folder: str) -> str:
     """A seeded (0), untrained RotNet trunk in VISSL's checkpoint layout."""
-    from vissl_clusterfit.config import compose_config
-    from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
+    from benchmarks import plugin
 
     path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
     if os.path.isfile(path):
         return path
-    _, cfg = compose_config(
+    _, cfg = plugin.compose_config(
         ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"], dump_config=False
     )
-    return save_untrained_trunk(path, cfg.MODEL, seed=0)
+    return plugin.save_untrained_trunk(path, cfg.MODEL, seed=0)
 
 
 def run(out: str, npre: str, backend: str) -> Dict[str, str]:

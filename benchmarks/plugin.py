@@ -40,18 +40,22 @@ from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.cluster_labels import label_paths
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
+from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
 from vissl_clusterfit.experiments.control import (  # paired CIs, K chosen on validation
     report as control_report,
 )
+from vissl_clusterfit.experiments.control.driver import main as control_main
 from vissl_clusterfit.experiments.control.probe import (
     cached_probe,  # res5 probe with validation
 )
+from vissl_clusterfit.experiments.control.settings import ControlSettings, ints, names
 from vissl_clusterfit.experiments.pipeline.driver import Pipeline
 from vissl_clusterfit.experiments.pipeline.report import LAYERS, accuracy_table
 from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
 
 
 __all__ = [
+    "ControlSettings",
     "FMNIST_PATH",
     "LAYERS",
     "Pipeline",
@@ -61,15 +65,19 @@ __all__ = [
     "cached_probe",
     "clustering",
     "compose_config",
+    "control_main",
     "control_report",
     "dataset_labels",
     "extract_features",
     "extraction_dataset",
+    "ints",
     "marked_clustering_start",
+    "names",
     "patched_broadcast_object",
     "pool_features",
     "read_step_meta",
     "run_cluster_step",
+    "save_untrained_trunk",
     "step_features",
     "step_labels",
 ]
