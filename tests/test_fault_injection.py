@@ -182,7 +182,9 @@ def _half_written_labels(out):
     return (
         _no_meta(out)
         and f"{NAME}_labels.npy" in files
-        and any(f.startswith(f"{NAME}_centroids.npy.") for f in files)
+        # the half-written centroids: vissl_clusterfit.io's temporary file (hidden,
+        # named after the final file and its writer)
+        and any(f.startswith(f".{NAME}_centroids.npy.vcf-") for f in files)
     )
 
 
