@@ -12,6 +12,7 @@ import torch
 from tests.clustering.gloo import run_on_ranks
 from vissl_clusterfit.cluster_step import extraction as fx, feature_store as fs
 from vissl_clusterfit.clustering import bounded_kmeans
+from vissl_clusterfit.io import tmp_path_for
 
 
 N, ROWS, BATCH, K = 150, 40, 16, 5
@@ -113,7 +114,9 @@ def test_killed_extraction_resumes_and_gives_the_same_labels(
     with pytest.raises(FileNotFoundError, match="incomplete"):
         fs.FeatureStore.open(folder)
     # a leftover of a kill -9 during a write, and a truncated shard, are not trusted
-    open(os.path.join(folder, "shard_000002.npy.x1.tmp"), "wb").close()
+    stale = os.path.basename(tmp_path_for(os.path.join(folder, "shard_000002.npy")))
+    stale = stale.replace(f"-{os.getpid()}.tmp", "-999999999.tmp")  # a dead writer
+    open(os.path.join(folder, stale), "wb").close()
     with open(os.path.join(folder, "shard_000001.npy"), "r+b") as f:
         f.truncate(100)
     trunk = _extract(folder)

@@ -21,12 +21,13 @@ import torch
 import torch.distributed as dist
 
 from vissl_clusterfit.cluster_step import feature_store
-from vissl_clusterfit.cluster_step.checks import (
+from vissl_clusterfit.cluster_step.runtime_checks import (
     check_data_limit,
     check_layer,
     check_transforms_fit,
 )
 from vissl_clusterfit.clustering.comm import Comm, barrier, rank_and_world
+from vissl_clusterfit.io import remove_stale_tmp_files
 
 
 # (trunk, feature name, pooling): one entry per network whose features are concatenated
@@ -344,7 +345,7 @@ def extract_to_shards(
     n = len(dataset)
     ranges = feature_store.shard_ranges(n, rows_per_shard)
     os.makedirs(store_dir, exist_ok=True)
-    feature_store.remove_stale_tmp(store_dir, range(rank, len(ranges), world))
+    remove_stale_tmp_files(store_dir)  # of killed writers only (live ones are kept)
     todo = [
         i
         for i in range(rank, len(ranges), world)

@@ -5,7 +5,7 @@ At ImageNet scale (ClusterFit, Yan et al. 2020, Sec. 4: 1.28M x 2048) and beyond
 travel to one process. The dataset is cut into shards of ``rows`` consecutive indices
 (fixed by the data set, not by the number of processes); shard s is extracted by rank
 s mod W, in batches that start at the shard's first row, so its content does not
-depend on W. Each shard is written atomically (temporary name + rename) and skipped
+depend on W. Each shard is written atomically (``vissl_clusterfit.io``) and skipped
 when it is already there: a killed extraction resumes at the first missing shard.
 Rank 0 writes ``manifest.json`` once every shard exists. No DistributedSampler is
 involved, so no index is padded or duplicated.
@@ -21,11 +21,11 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vissl_clusterfit.data.cluster_labels import atomic_write
+from vissl_clusterfit.io import atomic_write
 
 
 MANIFEST = "manifest.json"
@@ -56,15 +56,6 @@ def shard_complete(path: str, rows: int) -> bool:
     ok = mm.ndim == 2 and mm.shape[0] == rows
     del mm
     return ok
-
-
-def remove_stale_tmp(store_dir: str, shards: Iterable[int]) -> None:
-    """Delete the temporary files a killed write of these shards left (each rank
-    cleans its own shards only: another rank may be writing its own right now)."""
-    for i in shards:
-        pattern = glob.escape(shard_path(store_dir, i)) + ".*.tmp"
-        for path in glob.glob(pattern):
-            os.unlink(path)
 
 
 def write_shard(path: str, features: np.ndarray, dtype: str) -> None:
