@@ -24,6 +24,8 @@ from vissl_clusterfit.cluster_step.checks import (
     check_layer,
     check_transforms_fit,
 )
+from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
+from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE
 from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 
 
@@ -198,7 +200,7 @@ def extract_features(
     dataset: Any,
     batch_size: int,
     device: torch.device,
-    num_workers: int = 0,
+    loader: Optional[ExtractionLoader] = None,
     log_every_s: float = 10.0,
     shard: bool = True,
     gather: bool = True,
@@ -212,16 +214,21 @@ def extract_features(
     ``gather=False``: nothing is gathered; every rank returns the features of its own
     contiguous block of the dataset (``rank_batches(..., contiguous=True)``), for the
     sharded k-means. ``preactivation``: the layer's features before its final ReLU
-    (one trunk only).
+    (one trunk only). ``loader``: workers, pinning, channels_last, autocast (default:
+    float32, no workers); with channels_last the trunks are converted in place.
     """
+    settings = loader or ExtractionLoader()
     rank, world = rank_and_world() if shard else (0, 1)
+    logging.info(f"[vcf] extraction: {settings}, batch {batch_size}, {device}")
     n = len(dataset)
     batches = rank_batches(n, batch_size, rank, world, contiguous=not gather)
-    loader = torch.utils.data.DataLoader(
-        _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
+    data = torch.utils.data.DataLoader(
+        _IndexedImages(dataset),
+        batch_sampler=batches,
+        **settings.dataloader_kwargs(device),
     )
     for trunk, layer, _ in trunks:
-        trunk.to(device).eval()
+        trunk.to(device, memory_format=settings.memory_format()).eval()
         check_layer(trunk, layer)
     with contextlib.ExitStack() as stack:
         preact = None
@@ -230,7 +237,7 @@ def extract_features(
                 raise ValueError("pre-activation features: extract one trunk at a time")
             preact = stack.enter_context(capture_preactivation(*trunks[0][:2]))
         local = _extract_local(
-            trunks, loader, batches, device, rank, log_every_s, preact
+            trunks, data, batches, device, rank, log_every_s, preact, settings
         )
     if world == 1:
         return local
@@ -256,6 +263,7 @@ def _extract_local(
     rank: int,
     log_every_s: float,
     preact: Optional[Dict[str, torch.Tensor]],
+    settings: ExtractionLoader,
 ) -> np.ndarray:
     """This rank's features, in the order of its batches."""
     # written in place into one preallocated array: a list of batches concatenated at
@@ -263,14 +271,21 @@ def _extract_local(
     n_local = sum(map(len, batches))
     local: Optional[np.ndarray] = None
     done, t0, last = 0, time.time(), time.time()
+    # when the first batch's features were done: the steady rate excludes start-up
+    first, first_n = 0.0, 0
     for images, _ in loader:
-        images = images.to(device)
+        images = images.to(
+            device, non_blocking=True, memory_format=settings.memory_format()
+        )
         parts = []
-        for trunk, layer, pooling in trunks:
-            out = trunk(images, out_feat_keys=[layer])[0]
-            out = preact["x"] if preact is not None else out
-            parts.append(pool_features(out, pooling).float().cpu())
+        with settings.autocast_context(device):
+            for trunk, layer, pooling in trunks:
+                out = trunk(images, out_feat_keys=[layer])[0]
+                out = preact["x"] if preact is not None else out
+                parts.append(pool_features(out.float(), pooling).cpu())
         feats = concat_npre_features(parts).numpy()
+        if not first:
+            first, first_n = time.time(), len(feats)
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
         local[done : done + len(feats)] = feats
@@ -283,7 +298,16 @@ def _extract_local(
             )
     if local is None:
         local = np.zeros((0, 0), np.float32)
+    end = time.time()
+    steady = (done - first_n) / (end - first) if first and end > first else 0.0
     logging.info(
-        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - t0:.1f}s"
+        EXTRACTION_LINE.format(
+            rank=rank,
+            n=local.shape[0],
+            dim=local.shape[1],
+            total=end - t0,
+            first=(first or end) - t0,
+            rate=steady,
+        )
     )
     return local
