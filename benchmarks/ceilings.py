@@ -39,13 +39,14 @@ class ModelFigure:
 def loader_rate(
     folder: str,
     workers: int,
-    batch_size: int = 256,
+    batch_size: int = 128,
     multiprocessing_method: str = "fork",
     pin_memory: bool = True,
     crop: int = 224,
 ) -> Dict[str, Any]:
     """``ImageFolder`` with the extraction's transforms (resize 256, center crop 224,
-    ToTensor, Normalize: ncf.yaml's VCF.CLUSTERFIT.TRANSFORMS) over every image once.
+    ToTensor, Normalize: ncf.yaml's VCF.CLUSTERFIT.TRANSFORMS) over every image once,
+    at the extraction's defaults (batch 128, 2 batches prefetched per worker).
     ``overall``: from creating the loader to the last batch (worker start included);
     ``steady``: after the first batch."""
     import torchvision
@@ -64,7 +65,7 @@ def loader_rate(
     if workers > 0:
         kwargs = {
             "multiprocessing_context": multiprocessing_method,
-            "prefetch_factor": 4,
+            "prefetch_factor": 2,
         }
     t0 = time.perf_counter()
     loader = torch.utils.data.DataLoader(

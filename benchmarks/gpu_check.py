@@ -73,7 +73,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=320)
     # ceilings
     p.add_argument("--loader-workers", default="auto,5", help="auto = CPUs - 1")
-    p.add_argument("--loader-batch", type=int, default=256)
+    p.add_argument("--loader-batch", type=int, default=128, help="as the extraction")
     p.add_argument("--infer", default="256:fp32,256:bf16_cl", help="batch:precision")
     p.add_argument("--train", default="32:fp32,256:fp32,256:bf16_cl,512:bf16_cl")
     p.add_argument("--crop", type=int, default=224, help="model input size")
@@ -84,9 +84,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--in1k-preset", default="resnet50_in1k_1gpu")
     p.add_argument("--in1k-epochs", type=int, default=1)
     p.add_argument("--in1k-clusters", type=int, default=100)
-    p.add_argument("--fmnist-limit", type=int, default=-1, help="-1 = all 60k")
+    p.add_argument("--fmnist-limit", type=int, default=20000, help="-1 = all 60k")
     p.add_argument("--fmnist-epochs", type=int, default=1)
-    p.add_argument("--fmnist-eval-limit", type=int, default=-1)
+    p.add_argument("--fmnist-eval-limit", type=int, default=20000)
     p.add_argument("--section", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -390,6 +390,8 @@ def environment(gpu: bool) -> Dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
+    if os.path.isdir("/dev/shm"):  # the loaders' batches travel through it
+        info["dev_shm_gib"] = round(shutil.disk_usage("/dev/shm").total / 2**30, 1)
     for mod in ("torchvision", "vissl", "classy_vision", "hydra", "omegaconf"):
         try:
             info[mod] = __import__(mod).__version__
