@@ -209,7 +209,9 @@ def _extraction_rows(section: str, name: str, st: Dict, ceil: Dict) -> List[Dict
 def _train_rows(section: str, name: str, st: Dict, ceil: Dict) -> List[Dict]:
     facts = st.get("config") or {}
     train = [p for p in st.get("phases", []) if p["kind"] == "train" and p["images"]]
-    if not train or section != "in1k":
+    # N_pre and N_cf train the whole network; the probes' frozen trunks are no match
+    # for the plain train step
+    if not train or section != "in1k" or not name.startswith(("npre", "ncf")):
         return []
     precision, batch = precision_of(facts), facts.get("batch")
     match = [

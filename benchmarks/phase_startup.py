@@ -122,9 +122,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "rows": rows,
     }
     notes = [
-        "phase start = from the end of the previous phase's hooks to the first "
-        "forward pass of this one (PhaseTimerHook: VISSL's iterator re-creation, "
-        "worker start, first batch)",
+        "phase start = from the end of the previous phase's hooks until this phase's "
+        "data iterator hands over its first batch (PhaseTimerHook: VISSL's iterator "
+        "re-creation, worker start, first batch; no model time)",
         f"RotNet N_pre on Fashion-MNIST, {args.images} images, batch {args.batch}, "
         f"{args.epochs} epochs (one train phase each), OMP_NUM_THREADS=1; "
         "differences paired by repeat",

@@ -45,9 +45,9 @@ def test_cpu_path_makes_the_folder_and_measures_the_ceilings(tmp_path):
         "folder": "ok",
         "ceilings": "ok",
     }
-    assert sections["folder"]["figures"]["images"] == 2 * (4 + 2)
+    assert sections["folder"]["figures"]["images"] == 2 * (16 + 2)
     ceil = sections["ceilings"]["figures"]
-    assert ceil["loader"][0]["images"] == 2 * 4, ceil["loader"]
+    assert ceil["loader"][0]["images"] == 2 * 16, ceil["loader"]
     assert [(t["batch_size"], t["precision"]) for t in ceil["train"]] == [
         (2, "bf16_cl")
     ]
@@ -77,7 +77,7 @@ def _log(folder, name: str, lines: list, config: str = "") -> None:
 
 
 def test_summary_compares_each_stage_with_its_ceiling(tmp_path):
-    phase = dict(kind="train", steps=10, images=2304, advance=0.1)
+    phase = dict(kind="train", steps=10, images=2304, advance=0.1, first_step=3.0)
     _log(
         tmp_path,
         "npre_rotnet",

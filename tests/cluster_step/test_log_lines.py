@@ -16,8 +16,8 @@ from vissl_clusterfit.cluster_step.log_lines import (
 
 
 def test_phase_line_round_trip():
-    names = ("phase", "kind", "first_batch", "advance", "steps", "images", "rate")
-    fields = dict(zip(names, (3, "test", 0.31, 0.02, 5, 64, 812)))
+    names = ("phase", "kind", "first_batch", "advance", "first_step", "steps")
+    fields = dict(zip(names, (3, "test", 0.31, 0.02, 1.5, 5)), images=64, rate=812)
     line = PHASE_LINE.format(**fields)
     assert parse_lines(PHASE_LINE, f"INFO x.py: {line}\nother\n") == [fields]
     assert parse_lines(PHASE_LINE, "nothing here") == []

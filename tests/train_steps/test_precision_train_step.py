@@ -68,3 +68,5 @@ def test_bf16_channels_last_training_with_forked_workers(idx_dir, tmp_path):
     phases = parse_lines(PHASE_LINE, text)
     assert [p["kind"] for p in phases][:1] == ["train"], phases
     assert phases[0]["steps"] == 4 and phases[0]["images"] == 3 * 16, phases
+    # the first batch arrives before the first step (forward + backward) is done
+    assert 0 <= phases[0]["first_batch"] <= phases[0]["first_step"], phases

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Union
 # hooks/phase_timer_hook.py: one per phase
 PHASE_LINE = (
     "[vcf] phase {phase} ({kind}): first batch {first_batch:.2f} s after the phase "
-    "started (advance {advance:.2f} s); {steps} steps, {images} images, "
-    "{rate:.0f} img/s after the first step"
+    "started (advance {advance:.2f} s), first step done at {first_step:.2f} s; "
+    "{steps} steps, {images} images, {rate:.0f} img/s after the first step"
 )
 # cluster_step/extraction.py: one per rank and extraction
 EXTRACTION_LINE = (

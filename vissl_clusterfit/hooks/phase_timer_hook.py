@@ -8,7 +8,10 @@ per phase on one H200). These lines make that dead time visible in every run's l
 
 - advance: from the end of the previous phase's hooks (or the run's start) to the end
   of this phase's ``on_phase_start`` hooks (VISSL builds the data iterator in between).
-- first batch: from there to the first forward pass (workers started, batch loaded).
+- first batch: from there until the data iterator hands over its first batch
+  (workers started, batch loaded; no model time).
+- first step: from there until the first step is done (adds the first forward and
+  backward pass, cuDNN's autotuning included).
 - rate: images per second from the end of the first step to the end of the last
   (the steady rate; VISSL's loss ``.item()`` per step synchronises the device).
 """
@@ -42,10 +45,17 @@ class PhaseTimerHook(VcfHook):
         self._phase_start = time.perf_counter()
         self._first_batch = self._first_step = None
         self._steps = self._images = 0
+        # VISSL has no event between "batch read" and "forward": the phase's iterator
+        # (just built by VISSL) is wrapped to note when its first batch arrives
+        if hasattr(task, "data_iterator"):
+            task.data_iterator = _FirstBatchClock(task.data_iterator, self)
 
-    def on_forward(self, task: Any) -> None:
+    def batch_arrived(self) -> None:
         if self._first_batch is None:
             self._first_batch = time.perf_counter()
+
+    def on_forward(self, task: Any) -> None:
+        self.batch_arrived()  # no-op when the iterator noted it
 
     def on_step(self, task: Any) -> None:
         now = time.perf_counter()
@@ -66,6 +76,7 @@ class PhaseTimerHook(VcfHook):
                     phase=task.phase_idx,
                     kind="train" if task.train else "test",
                     first_batch=self._first_batch - self._phase_start,
+                    first_step=self._first_step - self._phase_start,
                     advance=self._phase_start - self._last_end,
                     steps=self._steps,
                     images=self._images,
@@ -73,6 +84,28 @@ class PhaseTimerHook(VcfHook):
                 )
             )
         self._last_end = time.perf_counter()
+
+
+class _FirstBatchClock:
+    """A data iterator that tells the hook when its first batch is handed over."""
+
+    def __init__(self, iterator: Any, hook: PhaseTimerHook) -> None:
+        self._iterator = iterator
+        self._hook = hook
+
+    def __iter__(self) -> "_FirstBatchClock":
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self._iterator)
+        self._hook.batch_arrived()
+        return batch
+
+    def __len__(self) -> int:  # classy's num_batches_per_phase
+        return len(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterator, name)
 
 
 def _batch_images(task: Any) -> int:
