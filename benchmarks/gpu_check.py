@@ -411,10 +411,20 @@ def environment(gpu: bool) -> Dict[str, Any]:
 def write_results(out: str, results: Dict[str, Any]) -> None:
     from vissl_clusterfit.data.cluster_labels import atomic_write
 
-    results["summary"] = summarize(results)
+    # a bug in the summary or the table must not cost the figures (nor the sections
+    # still to run): the JSON is written whatever happens
+    try:
+        results["summary"] = summarize(results)
+    except Exception as e:
+        results["summary"] = {"targets": [], "error": f"{type(e).__name__}: {e}"}
+    try:
+        md = markdown(results)
+    except Exception as e:
+        md = (
+            f"# GPU check\n\nthe table failed ({type(e).__name__}: {e}); see the JSON\n"
+        )
     text = json.dumps(results, indent=2, default=str) + "\n"
     atomic_write(out + ".json", lambda f: f.write(text.encode()))
-    md = markdown(results)
     atomic_write(out + ".md", lambda f: f.write(md.encode()))
 
 
@@ -440,6 +450,9 @@ def main(argv: List[str]) -> int:
     order = [s for s in args.sections.split(",") if s] or list(
         GPU_SECTIONS if gpu else CPU_SECTIONS
     )
+    unknown = [s for s in order if s not in TIMEOUTS_S]
+    if unknown:
+        raise SystemExit(f"--sections: unknown {unknown}; known: {sorted(TIMEOUTS_S)}")
     timeouts = dict(TIMEOUTS_S)
     for item in filter(None, args.timeouts.split(",")):
         key, _, value = item.partition("=")
@@ -461,7 +474,10 @@ def main(argv: List[str]) -> int:
             write_results(out, results)
             continue
         log(f"{name}: starting (timeout {timeout:.0f}s)")
-        result = run_section(name, argv, args, timeout)
+        try:
+            result = run_section(name, argv, args, timeout)
+        except Exception as e:  # reading a section back failed: keep going
+            result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         results["sections"][name] = result
         results["wall_time_s"] = round(time.time() - t_start, 1)
         write_results(out, results)
@@ -469,7 +485,7 @@ def main(argv: List[str]) -> int:
         if result["status"] in ("failed", "timeout"):
             failed.append(name)
     log(f"done in {time.time() - t_start:.0f}s; results: {out}.json, {out}.md")
-    for row in results["summary"]["targets"]:
+    for row in results["summary"].get("targets", []):
         log(
             f"{row['what']}: {row['measured']} vs {row['ceiling']} "
             f"(ratio {row['ratio']}, target {row['target']}): {row['met']}"

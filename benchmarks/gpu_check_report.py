@@ -177,7 +177,9 @@ def summarize(results: Dict[str, Any]) -> Dict[str, Any]:
 def _extraction_rows(section: str, name: str, st: Dict, ceil: Dict) -> List[Dict]:
     rows = []
     loader = _closest(ceil.get("loader", []), "workers", st.get("extraction_workers"))
-    for e in st.get("extraction", []):
+    # D_cf's extraction (the largest); N_cf's val split is assigned after it
+    done = sorted(st.get("extraction", []), key=lambda e: e["n"])[-1:]
+    for e in done:
         w = st.get("extraction_workers")
         if not loader:
             continue
@@ -297,6 +299,9 @@ def _pipeline_md(section: str, sec: Dict[str, Any]) -> List[str]:
                 "precision": precision_of(facts) if facts else None,
                 "phase starts s": ", ".join(
                     f"{p['advance'] + p['first_batch']:.2f}" for p in st["phases"]
+                ),
+                "first steps done s": ", ".join(
+                    f"{p.get('first_step', 0):.2f}" for p in st["phases"]
                 ),
                 "train img/s": ", ".join(
                     f"{p['rate']:.0f}" for p in st["phases"] if p["kind"] == "train"
