@@ -128,10 +128,16 @@ class Partial:
 
     def put(self, key: str, value: Any) -> None:
         self.data[key] = value
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=2, default=str)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=2, default=str))
+
+
+def write_atomic(path: str, text: str) -> None:
+    """``text`` appears at ``path`` complete or not at all (a killed section leaves
+    its last complete write)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def folder_root(args: argparse.Namespace) -> str:
@@ -205,9 +211,20 @@ def section_ceilings(args: argparse.Namespace, out: Partial) -> None:
 
 
 def _pipeline_main():
-    from vissl_clusterfit.pipeline import main
-
+    # until issue 23's layout lands on main: its path first, then today's
+    try:
+        from vissl_clusterfit.experiments.pipeline.driver import main
+    except ImportError:
+        from vissl_clusterfit.pipeline import main
     return main
+
+
+def _presets() -> Dict[str, Any]:
+    try:
+        from vissl_clusterfit.experiments.pipeline.settings import PRESETS
+    except ImportError:
+        from vissl_clusterfit.pipeline_settings import PRESETS
+    return PRESETS
 
 
 def _run_pipeline(argv: List[str], out: Partial) -> None:
@@ -283,11 +300,11 @@ def section_configs(args: argparse.Namespace, out: Partial) -> None:
     record the settings this issue is about."""
     from benchmarks.gpu_check_report import config_facts
     from vissl_clusterfit.config import compose_config
-    from vissl_clusterfit.pipeline_settings import PRESETS
 
+    presets = _presets()
     facts = {}
     for preset in ("fmnist", "resnet50_in1k", args.in1k_preset):
-        p = PRESETS[preset]
+        p = presets[preset]
         options = p.group_options.get("gpu", ())
         group = [f"+vissl_clusterfit_defaults=[{','.join(options)}]"] if options else []
         for kind in ("npre", "ncf", "linear"):
@@ -409,8 +426,6 @@ def environment(gpu: bool) -> Dict[str, Any]:
 
 
 def write_results(out: str, results: Dict[str, Any]) -> None:
-    from vissl_clusterfit.data.cluster_labels import atomic_write
-
     # a bug in the summary or the table must not cost the figures (nor the sections
     # still to run): the JSON is written whatever happens
     try:
@@ -424,8 +439,8 @@ def write_results(out: str, results: Dict[str, Any]) -> None:
             f"# GPU check\n\nthe table failed ({type(e).__name__}: {e}); see the JSON\n"
         )
     text = json.dumps(results, indent=2, default=str) + "\n"
-    atomic_write(out + ".json", lambda f: f.write(text.encode()))
-    atomic_write(out + ".md", lambda f: f.write(md.encode()))
+    write_atomic(out + ".json", text)
+    write_atomic(out + ".md", md)
 
 
 def main(argv: List[str]) -> int:
