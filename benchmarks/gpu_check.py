@@ -210,25 +210,10 @@ def section_ceilings(args: argparse.Namespace, out: Partial) -> None:
     out.put("device", str(device))
 
 
-def _pipeline_main():
-    # until issue 23's layout lands on main: its path first, then today's
-    try:
-        from vissl_clusterfit.experiments.pipeline.driver import main
-    except ImportError:
-        from vissl_clusterfit.pipeline import main
-    return main
-
-
-def _presets() -> Dict[str, Any]:
-    try:
-        from vissl_clusterfit.experiments.pipeline.settings import PRESETS
-    except ImportError:
-        from vissl_clusterfit.pipeline_settings import PRESETS
-    return PRESETS
-
-
 def _run_pipeline(argv: List[str], out: Partial) -> None:
-    report = _pipeline_main()(argv)
+    from benchmarks.plugin import pipeline_main
+
+    report = pipeline_main(argv)
     out.put(
         "report",
         {k: report.get(k) for k in ("linear_top1", "stage_time_s", "total_time_s")},
@@ -277,20 +262,16 @@ def section_imports(args: argparse.Namespace, out: Partial) -> None:
     import vissl
     from vissl.trainer.train_steps import get_train_step
 
-    import vissl_clusterfit
-    from vissl_clusterfit.hooks.phase_timer_hook import PhaseTimerHook
-    from vissl_clusterfit.train_steps.precision_train_step import STEP_NAME
+    from benchmarks import plugin  # the package's names the other sections use
 
-    get_train_step(STEP_NAME)
-    PhaseTimerHook()
-    _pipeline_main()
+    get_train_step(plugin.PRECISION_STEP_NAME)  # registered with VISSL
     out.put(
         "versions",
         {
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "vissl": getattr(vissl, "__version__", "?"),
-            "vissl_clusterfit": vissl_clusterfit.__version__,
+            "vissl_clusterfit": getattr(plugin.vissl_clusterfit, "__version__", "?"),
         },
     )
 
@@ -299,12 +280,11 @@ def section_configs(args: argparse.Namespace, out: Partial) -> None:
     """Compose every stage config the GPU sections run (as the pipeline does) and
     record the settings this issue is about."""
     from benchmarks.gpu_check_report import config_facts
-    from vissl_clusterfit.config import compose_config
+    from benchmarks.plugin import PRESETS, compose_config
 
-    presets = _presets()
     facts = {}
     for preset in ("fmnist", "resnet50_in1k", args.in1k_preset):
-        p = presets[preset]
+        p = PRESETS[preset]
         options = p.group_options.get("gpu", ())
         group = [f"+vissl_clusterfit_defaults=[{','.join(options)}]"] if options else []
         for kind in ("npre", "ncf", "linear"):

@@ -68,11 +68,7 @@ def precision_of(facts: Dict[str, Any]) -> str:
 def collect_pipeline(folder: str) -> Dict[str, Any]:
     """Per stage folder of a pipeline output: phase records, extraction records, the
     first logged losses, and the settings from its train_config.yaml."""
-    from vissl_clusterfit.cluster_step.log_lines import (
-        EXTRACTION_LINE,
-        PHASE_LINE,
-        parse_lines,
-    )
+    from benchmarks.plugin import EXTRACTION_LINE, PHASE_LINE, parse_lines
 
     stages: Dict[str, Any] = {}
     if not os.path.isdir(folder):

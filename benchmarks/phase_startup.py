@@ -27,8 +27,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from benchmarks.common import ROOT, machine_info, write_results
+from benchmarks.plugin import PHASE_LINE, parse_lines
 from benchmarks.report import mean_std, paired_difference
-from vissl_clusterfit.cluster_step.log_lines import PHASE_LINE, parse_lines
 
 
 def one_run(method: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -36,7 +36,8 @@ def one_run(method: str, args: argparse.Namespace) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vcf_phase_startup_") as out:
         cmd = [
             sys.executable,
-            os.path.join(ROOT, "tools", "run_distributed_engines.py"),
+            "-m",
+            "vissl_clusterfit.launch",
             "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
             f"config.CHECKPOINT.DIR={out}",
             f"config.DATA.TRAIN.DATA_LIMIT={args.images}",

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
+from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE
 from vissl_clusterfit.cluster_step.runtime_checks import (
     check_data_limit,
     check_layer,
     check_transforms_fit,
 )
-from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
-from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE
 from vissl_clusterfit.clustering.comm import Comm, rank_and_world
 
 
