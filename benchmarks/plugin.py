@@ -34,6 +34,11 @@ from vissl_clusterfit.cluster_step.extraction import (
     extraction_dataset as _extraction_dataset,
     pool_features,
 )
+from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing lines
+    EXTRACTION_LINE,
+    PHASE_LINE,
+    parse_lines,
+)
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
     fast_broadcast_object as patched_broadcast_object,
@@ -50,13 +55,20 @@ from vissl_clusterfit.experiments.control.probe import (
     cached_probe,  # res5 probe with validation
 )
 from vissl_clusterfit.experiments.control.settings import ControlSettings, ints, names
-from vissl_clusterfit.experiments.pipeline.driver import Pipeline
+from vissl_clusterfit.experiments.pipeline.driver import Pipeline, main as pipeline_main
 from vissl_clusterfit.experiments.pipeline.report import LAYERS, accuracy_table
-from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
+from vissl_clusterfit.experiments.pipeline.settings import PRESETS, PipelineSettings
+from vissl_clusterfit.train_steps.precision_train_step import (
+    STEP_NAME as PRECISION_STEP_NAME,
+)
 
 
 __all__ = [
     "ControlSettings",
+    "EXTRACTION_LINE",
+    "PHASE_LINE",
+    "PRECISION_STEP_NAME",
+    "PRESETS",
     "FMNIST_PATH",
     "LAYERS",
     "Pipeline",
@@ -75,7 +87,9 @@ __all__ = [
     "ints",
     "marked_clustering_start",
     "names",
+    "parse_lines",
     "patched_broadcast_object",
+    "pipeline_main",
     "pool_features",
     "read_step_meta",
     "run_cluster_step",

@@ -10,7 +10,14 @@ from vissl_clusterfit.compat.patches import apply_all
 
 apply_all()
 
-from vissl_clusterfit import data, engines, hooks, losses, models  # noqa: E402,F401
+from vissl_clusterfit import (  # noqa: E402,F401
+    data,
+    engines,
+    hooks,
+    losses,
+    models,
+    train_steps,
+)
 
 
 __version__ = "0.1.0"

@@ -26,7 +26,14 @@ from vissl_clusterfit.data.cluster_labels import fingerprint
 
 
 # The label settings that determine the features (not K, PCA, seed, k-means backend).
-FEATURE_KEYS = ("npre", "npre_features", "transforms", "batch_size", "dataset")
+FEATURE_KEYS = (
+    "npre",
+    "npre_features",
+    "transforms",
+    "batch_size",
+    "autocast",
+    "dataset",
+)
 
 
 def store_dir(params: ClusterFitParams, settings: Dict[str, Any]) -> str:
@@ -87,7 +94,7 @@ def open_features(
         folder,
         shards.rows,
         shards.dtype,
-        params.num_workers,
+        params.loader,
     )
     return feature_store.FeatureStore.open(folder), folder
 

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 
 from vissl_clusterfit.cluster_step import feature_store
+from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
+from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE
 from vissl_clusterfit.cluster_step.runtime_checks import (
     check_data_limit,
     check_layer,
@@ -201,7 +203,7 @@ def extract_features(
     dataset: Any,
     batch_size: int,
     device: torch.device,
-    num_workers: int = 0,
+    loader: Optional[ExtractionLoader] = None,
     log_every_s: float = 10.0,
     shard: bool = True,
     gather: bool = True,
@@ -215,17 +217,22 @@ def extract_features(
     ``gather=False``: nothing is gathered; every rank returns the features of its own
     contiguous block of the dataset (``rank_batches(..., contiguous=True)``), for the
     sharded k-means. ``preactivation``: the layer's features before its final ReLU
-    (one trunk only).
+    (one trunk only). ``loader``: workers, pinning, channels_last, autocast (default:
+    float32, no workers); with channels_last the trunks are converted in place.
     """
+    settings = loader or ExtractionLoader()
     rank, world = rank_and_world() if shard else (0, 1)
+    logging.info(f"[vcf] extraction: {settings}, batch {batch_size}, {device}")
     n = len(dataset)
     batches = rank_batches(n, batch_size, rank, world, contiguous=not gather)
-    loader = torch.utils.data.DataLoader(
-        _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
+    data = torch.utils.data.DataLoader(
+        _IndexedImages(dataset),
+        batch_sampler=batches,
+        **settings.dataloader_kwargs(device),
     )
-    with _prepared(trunks, device, preactivation) as preact:
+    with _prepared(trunks, device, preactivation, settings) as preact:
         local = _extract_local(
-            trunks, loader, batches, device, rank, log_every_s, preact
+            trunks, data, batches, device, rank, log_every_s, preact, settings
         )
     if world == 1:
         return local
@@ -236,12 +243,16 @@ def extract_features(
 
 @contextlib.contextmanager
 def _prepared(
-    trunks: List[TrunkLayer], device: torch.device, preactivation: bool
+    trunks: List[TrunkLayer],
+    device: torch.device,
+    preactivation: bool,
+    settings: ExtractionLoader,
 ) -> Iterator[Optional[Dict[str, torch.Tensor]]]:
-    """Trunks on ``device`` in eval mode with their layer checked; yields the
-    pre-activation holder (``capture_preactivation``) or None."""
+    """Trunks on ``device`` in eval mode (and the loader's memory format) with their
+    layer checked; yields the pre-activation holder (``capture_preactivation``) or
+    None."""
     for trunk, layer, _ in trunks:
-        trunk.to(device).eval()
+        trunk.to(device, memory_format=settings.memory_format()).eval()
         check_layer(trunk, layer)
     if not preactivation:
         yield None
@@ -266,15 +277,19 @@ def _feature_batches(
     loader: Any,
     device: torch.device,
     preact: Optional[Dict[str, torch.Tensor]],
+    settings: ExtractionLoader,
 ) -> Iterator[np.ndarray]:
     """float32 (B, D) features of each batch of ``loader``, in its order."""
     for images, _ in loader:
-        images = images.to(device)
+        images = images.to(
+            device, non_blocking=True, memory_format=settings.memory_format()
+        )
         parts = []
-        for trunk, layer, pooling in trunks:
-            out = trunk(images, out_feat_keys=[layer])[0]
-            out = preact["x"] if preact is not None else out
-            parts.append(pool_features(out, pooling).float().cpu())
+        with settings.autocast_context(device):
+            for trunk, layer, pooling in trunks:
+                out = trunk(images, out_feat_keys=[layer])[0]
+                out = preact["x"] if preact is not None else out
+                parts.append(pool_features(out.float(), pooling).cpu())
         yield concat_npre_features(parts).numpy()
 
 
@@ -303,6 +318,7 @@ def _extract_local(
     rank: int,
     log_every_s: float,
     preact: Optional[Dict[str, torch.Tensor]],
+    settings: ExtractionLoader,
 ) -> np.ndarray:
     """This rank's features, in the order of its batches."""
     # written in place into one preallocated array: a list of batches concatenated at
@@ -310,15 +326,28 @@ def _extract_local(
     n_local = sum(map(len, batches))
     local: Optional[np.ndarray] = None
     progress = _Progress(rank, n_local, log_every_s)
-    for feats in _feature_batches(trunks, loader, device, preact):
+    # when the first batch's features were done: the steady rate excludes start-up
+    first, first_n = 0.0, 0
+    for feats in _feature_batches(trunks, loader, device, preact, settings):
+        if not first:
+            first, first_n = time.time(), len(feats)
         if local is None:
             local = np.empty((n_local, feats.shape[1]), dtype=np.float32)
         local[progress.done : progress.done + len(feats)] = feats
         progress.add(len(feats))
     if local is None:
         local = np.zeros((0, 0), np.float32)
+    end = time.time()
+    steady = (progress.done - first_n) / (end - first) if first and end > first else 0.0
     logging.info(
-        f"[vcf] rank {rank} extracted {local.shape} in {time.time() - progress.t0:.1f}s"
+        EXTRACTION_LINE.format(
+            rank=rank,
+            n=local.shape[0],
+            dim=local.shape[1],
+            total=end - progress.t0,
+            first=(first or end) - progress.t0,
+            rate=steady,
+        )
     )
     return local
 
@@ -332,7 +361,7 @@ def extract_to_shards(
     store_dir: str,
     rows_per_shard: int,
     dtype: str = "float32",
-    num_workers: int = 0,
+    loader: Optional[ExtractionLoader] = None,
     log_every_s: float = 10.0,
     preactivation: bool = False,
 ) -> str:
@@ -341,6 +370,7 @@ def extract_to_shards(
     batches starting at s R, so shards are identical for any W. Finished shards are
     skipped (a killed run resumes); rank 0 writes the manifest when all exist. Called
     on every rank; returns ``store_dir``."""
+    settings = loader or ExtractionLoader()
     rank, world = rank_and_world()
     n = len(dataset)
     ranges = feature_store.shard_ranges(n, rows_per_shard)
@@ -363,13 +393,15 @@ def extract_to_shards(
         for i in todo
         for s in range(ranges[i][0], ranges[i][1], batch_size)
     ]
-    with _prepared(trunks, device, preactivation) as preact:
+    with _prepared(trunks, device, preactivation, settings) as preact:
         if batches:
-            loader = torch.utils.data.DataLoader(
-                _IndexedImages(dataset), batch_sampler=batches, num_workers=num_workers
+            data = torch.utils.data.DataLoader(
+                _IndexedImages(dataset),
+                batch_sampler=batches,
+                **settings.dataloader_kwargs(device),
             )
             _write_shards(
-                _feature_batches(trunks, loader, device, preact),
+                _feature_batches(trunks, data, device, preact, settings),
                 todo,
                 ranges,
                 store_dir,

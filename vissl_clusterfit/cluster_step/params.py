@@ -17,6 +17,7 @@ from vissl_clusterfit.cluster_step.config_checks import (
     check_assign_test_split,
     check_extraction_transforms,
 )
+from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
 from vissl_clusterfit.cluster_step.shard_params import FeatureShardParams
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
@@ -131,7 +132,7 @@ class ClusterFitParams:
     kmeans_backend: str
     transforms: Tuple[Dict[str, Any], ...]
     batch_size: int
-    num_workers: int
+    loader: ExtractionLoader
     output_dir: str
     name: str
     assign_test: bool
@@ -202,7 +203,7 @@ class ClusterFitParams:
             ),
             transforms=check_transforms(s, c.TRANSFORMS),
             batch_size=check_int(s, "BATCHSIZE", c.BATCHSIZE, 1),
-            num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
+            loader=ExtractionLoader.from_config(cfg, s),
             output_dir=clusterfit_output_dir(c.OUTPUT_DIR, cfg.CHECKPOINT.DIR),
             name=str(c.NAME),
             assign_test=assign_test,
@@ -249,6 +250,8 @@ class ClusterFitParams:
             "distill": self.distill,
             "assign_test": self.assign_test,
             "method": self.method,
+            # only when set, so label files made before the key existed stay valid
+            **({"autocast": self.loader.autocast} if self.loader.autocast else {}),
             "pretrain_labels": {
                 "sources": list(self.pretrain_label_sources),
                 "paths": list(self.pretrain_label_paths),

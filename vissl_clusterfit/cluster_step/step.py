@@ -124,7 +124,7 @@ def _extract(
         key = "FEATURE_LAYER" if i == 0 else f"EXTRA_NPRE[{i - 1}].FEATURE_LAYER"
         runtime_checks.check_layer(trunk, layer, f"config.VCF.CLUSTERFIT.{key}")
     feats = extraction.extract_features(
-        trunks, dataset, params.batch_size, device, params.num_workers, **kwargs
+        trunks, dataset, params.batch_size, device, params.loader, **kwargs
     )
     del trunks  # free N_pre before N_cf trains
     gc.collect()

@@ -16,16 +16,21 @@ from vissl.hooks import default_hook_generator
 from vissl_clusterfit.config import add_plugin_defaults
 from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
 from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
+from vissl_clusterfit.hooks.phase_timer_hook import PhaseTimerHook
 from vissl_clusterfit.hooks.rng_state_hook import RngStateHook
+from vissl_clusterfit.train_steps.precision_train_step import check_precision_config
 
 
 def hook_generator(cfg) -> List[ClassyHook]:
     # configs that reach us through VISSL's own launcher may lack the plugin's keys
     add_plugin_defaults(cfg)
+    check_precision_config(cfg)
     # first: its on_phase_end must run before VISSL's checkpoint hook writes
     hooks = [RngStateHook(), *default_hook_generator(cfg)]
     if cfg.VCF.CLUSTERFIT.ENABLED:
         hooks.append(ClusterFitHook(cfg))
     if cfg.VCF.DEEPCLUSTER.ENABLED:
         hooks.append(DeepClusterHook(cfg))
+    # last: its phase times exclude the other hooks' work (checkpoints, clustering)
+    hooks.append(PhaseTimerHook())
     return hooks

@@ -101,7 +101,7 @@ def test_resnet50_with_a_catalog_name(tmp_path):
         "config.DATA.TRAIN.DATASET_NAMES=[my_set]",
         "config.DATA.TEST.DATASET_NAMES=[my_set]",
     ]
-    assert pipe._common()[0] == "+vissl_clusterfit_defaults=[plugin]"
+    assert pipe._common()[0] == "+vissl_clusterfit_defaults=[plugin,fork_workers]"
     plain = Pipeline(
         PipelineSettings(output_dir=str(tmp_path), preset="resnet50_in1k"), []
     )

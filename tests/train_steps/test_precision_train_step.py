@@ -1,0 +1,72 @@
+"""vcf_precision_train_step (bf16 autocast, channels_last) through VISSL's real trainer
+on a CPU, with forked DataLoader workers, and the PhaseTimerHook's lines it logs."""
+
+import glob
+import math
+import os
+import re
+
+import pytest
+from vissl.config import AttrDict
+
+from tests.conftest import data_overrides, run_tool
+from vissl_clusterfit.cluster_step.log_lines import PHASE_LINE, parse_lines
+from vissl_clusterfit.train_steps.precision_train_step import (
+    STEP_NAME,
+    check_precision_config,
+)
+
+
+def _cfg(autocast="", channels_last=False, step="standard_train_step", amp=False):
+    return AttrDict(
+        {
+            "VCF": {"TRAINING": {"AUTOCAST": autocast, "CHANNELS_LAST": channels_last}},
+            "TRAINER": {"TRAIN_STEP_NAME": step},
+            "MODEL": {"AMP_PARAMS": {"USE_AMP": amp}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"autocast": "bfloat16"}, "TRAIN_STEP_NAME=vcf_precision_train_step"),
+        ({"channels_last": True}, "TRAIN_STEP_NAME=vcf_precision_train_step"),
+        ({"autocast": "float16", "step": STEP_NAME}, "AUTOCAST='float16'"),
+        ({"autocast": "bfloat16", "step": STEP_NAME, "amp": True}, "USE_AMP=False"),
+    ],
+)
+def test_precision_settings_that_would_be_ignored_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_precision_config(_cfg(**kwargs))
+    check_precision_config(_cfg())  # the defaults pass
+
+
+@pytest.mark.slow
+def test_bf16_channels_last_training_with_forked_workers(idx_dir, tmp_path):
+    out = str(tmp_path)
+    run_tool(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            "config.DATA.TRAIN.DATA_LIMIT=64",
+            "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+            "config.OPTIMIZER.num_epochs=1",
+            "config.LOG_FREQUENCY=1",
+            "config.DATA.NUM_DATALOADER_WORKERS=2",
+            "config.MULTI_PROCESSING_METHOD=fork",
+            f"config.TRAINER.TRAIN_STEP_NAME={STEP_NAME}",
+            "config.VCF.TRAINING.AUTOCAST=bfloat16",
+            "config.VCF.TRAINING.CHANNELS_LAST=True",
+            *data_overrides(idx_dir),
+        ]
+    )
+    assert glob.glob(os.path.join(out, "model_final_checkpoint_phase*.torch"))
+    text = open(os.path.join(out, "log.txt")).read()
+    losses = [float(x) for x in re.findall(r"loss: ([^;]+);", text)]
+    assert losses and all(math.isfinite(x) for x in losses), losses
+    phases = parse_lines(PHASE_LINE, text)
+    assert [p["kind"] for p in phases][:1] == ["train"], phases
+    assert phases[0]["steps"] == 4 and phases[0]["images"] == 3 * 16, phases
+    # the first batch arrives before the first step (forward + backward) is done
+    assert 0 <= phases[0]["first_batch"] <= phases[0]["first_step"], phases

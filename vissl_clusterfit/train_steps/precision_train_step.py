@@ -1,0 +1,67 @@
+"""``vcf_precision_train_step``: VISSL's standard train step in bf16 autocast and/or
+with a channels_last model, for training at the model's speed on one GPU.
+
+VISSL 0.1.6's own AMP (``MODEL.AMP_PARAMS.USE_AMP: True, AMP_TYPE: pytorch``) is fp16
+only: its ``standard_train_step`` enters ``torch.cuda.amp.autocast()`` (float16) with
+a GradScaler, and ``SelfSupervisionTask`` refuses it off CUDA. It still runs on
+today's torch (``torch.cuda.amp`` only warns that it is deprecated). bfloat16 keeps
+float32's exponent range, so it needs no loss scaling; this step wraps VISSL's step
+(one copy of the training logic) in ``torch.autocast(dtype=bfloat16)``. Keep
+``USE_AMP: False`` with it: VISSL's inner float16 autocast would override ours.
+
+On CUDA the backward pass runs in autograd's device thread, outside this (thread-
+local) autocast, as PyTorch recommends; on a CPU it runs in the calling thread, under
+autocast. Measured against a plain PyTorch step by ``benchmarks/gpu_check.py``.
+
+Config params (``config.VCF.TRAINING``): ``AUTOCAST`` ("" or bfloat16),
+``CHANNELS_LAST`` (convert the model to NHWC once, at the first step: the same
+Parameter objects, so DDP and the optimizer keep theirs).
+"""
+
+from typing import Any
+
+import torch
+from vissl.trainer.train_steps import register_train_step
+from vissl.trainer.train_steps.standard_train_step import standard_train_step
+
+from vissl_clusterfit.cluster_step.extraction_loader import AUTOCAST_DTYPES
+
+
+STEP_NAME = "vcf_precision_train_step"
+
+
+def check_precision_config(cfg: Any) -> None:
+    """Refuse precision settings that would be silently ignored or overridden."""
+    t = cfg.VCF.get("TRAINING", {}) or {}
+    autocast = str(t.get("AUTOCAST", "") or "")
+    if autocast not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"config.VCF.TRAINING.AUTOCAST={autocast!r}: use one of "
+            f"{sorted(AUTOCAST_DTYPES)}"
+        )
+    wanted = bool(autocast) or bool(t.get("CHANNELS_LAST", False))
+    step = cfg.TRAINER.TRAIN_STEP_NAME
+    if wanted and step != STEP_NAME:
+        raise ValueError(
+            f"config.VCF.TRAINING (AUTOCAST / CHANNELS_LAST) needs "
+            f"config.TRAINER.TRAIN_STEP_NAME={STEP_NAME} (it is {step})"
+        )
+    if autocast and cfg.MODEL.AMP_PARAMS.USE_AMP:
+        raise ValueError(
+            "config.VCF.TRAINING.AUTOCAST is set together with "
+            "config.MODEL.AMP_PARAMS.USE_AMP=True, whose float16 autocast would "
+            "override it: set config.MODEL.AMP_PARAMS.USE_AMP=False"
+        )
+
+
+@register_train_step(STEP_NAME)
+def vcf_precision_train_step(task: Any) -> Any:
+    t = task.config.VCF.get("TRAINING", {}) or {}
+    if t.get("CHANNELS_LAST", False) and not getattr(task, "_vcf_channels_last", 0):
+        task.base_model.to(memory_format=torch.channels_last)
+        task._vcf_channels_last = 1
+    dtype = AUTOCAST_DTYPES[str(t.get("AUTOCAST", "") or "")]
+    if dtype is None:
+        return standard_train_step(task)
+    with torch.autocast(device_type=task.device.type, dtype=dtype):
+        return standard_train_step(task)
