@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from vissl_clusterfit.cluster_step.checkpoint_formats import WeightsInit
 from vissl_clusterfit.cluster_step.data_checks import (
     check_assign_test_split,
     check_extraction_transforms,
@@ -76,24 +77,36 @@ class NpreSpec:
     overrides: Tuple[str, ...] = ()
     feature_layer: str = "res5"
     pooling: str = "avg"
+    weights_init: WeightsInit = WeightsInit()
+    # the config key of weights_init, named in error messages
+    weights_key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT"
 
     def as_dict(self) -> Dict[str, Any]:
-        return {
+        out = {
             "CHECKPOINT": self.checkpoint,
             "CONFIG": self.config,
             "OVERRIDES": list(self.overrides),
             "FEATURE_LAYER": self.feature_layer,
             "POOLING": self.pooling,
         }
+        # only when set: label sets made before the key existed keep their fingerprint
+        if not self.weights_init.is_default():
+            out["WEIGHTS_INIT"] = self.weights_init.as_dict()
+        return out
 
 
-def _npre_spec(section: str, name: str, value: Dict[str, Any]) -> NpreSpec:
+def _npre_spec(
+    section: str, name: str, value: Dict[str, Any], weights_name: str
+) -> NpreSpec:
+    weights_key = config_key(section, weights_name)
     spec = NpreSpec(
         checkpoint=str(value.get("CHECKPOINT") or ""),
         config=str(value.get("CONFIG") or ""),
         overrides=tuple(value.get("OVERRIDES") or ()),
         feature_layer=str(value["FEATURE_LAYER"]),
         pooling=check_choice(section, "POOLING", value["POOLING"], POOLINGS),
+        weights_init=WeightsInit.from_mapping(value.get("WEIGHTS_INIT"), weights_key),
+        weights_key=weights_key,
     )
     if not spec.checkpoint:
         raise ValueError(
@@ -148,12 +161,20 @@ class ClusterFitParams:
             "OVERRIDES": list(c.NPRE_OVERRIDES),
             "FEATURE_LAYER": c.FEATURE_LAYER,
             "POOLING": c.POOLING,
+            "WEIGHTS_INIT": c.get("NPRE_WEIGHTS_INIT"),
         }
-        npre = [_npre_spec(s, "NPRE_CHECKPOINT", main)]
+        npre = [_npre_spec(s, "NPRE_CHECKPOINT", main, "NPRE_WEIGHTS_INIT")]
         for i, extra in enumerate(c.EXTRA_NPRE):
             spec = {"FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
             spec.update(dict(extra))
-            npre.append(_npre_spec(s, f"EXTRA_NPRE[{i}].CHECKPOINT", spec))
+            npre.append(
+                _npre_spec(
+                    s,
+                    f"EXTRA_NPRE[{i}].CHECKPOINT",
+                    spec,
+                    f"EXTRA_NPRE[{i}].WEIGHTS_INIT",
+                )
+            )
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, c.TRANSFORMS)
         if c.get("DISTILL", False):

@@ -108,7 +108,13 @@ def _reusable(
 def _npre_trunks(params: ClusterFitParams) -> List[extraction.TrunkLayer]:
     return [
         (
-            npre.build_npre_trunk(spec.checkpoint, spec.config, list(spec.overrides)),
+            npre.build_npre_trunk(
+                spec.checkpoint,
+                spec.config,
+                list(spec.overrides),
+                spec.weights_init,
+                spec.weights_key,
+            ),
             spec.feature_layer,
             spec.pooling,
         )
