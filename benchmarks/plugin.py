@@ -40,6 +40,7 @@ from vissl_clusterfit.compat import (  # the patched function checkpoint_load co
 )
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.control_probe import cached_probe  # res5 probe with validation
+from vissl_clusterfit.data import dataset_identity  # the label sets' sample lists
 from vissl_clusterfit.data.cluster_labels import label_paths
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
 from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
@@ -57,6 +58,7 @@ __all__ = [
     "clustering",
     "compose_config",
     "control_report",
+    "dataset_identity",
     "dataset_labels",
     "extract_features",
     "extraction_dataset",

@@ -27,6 +27,9 @@ KMEANS_BACKENDS = ("faiss", "distributed")
 # kmeans: ClusterFit (Sec. 3.1); prototype (Sec. 4) and per_label (Sec. 5.2): baselines
 # that use D_cf's (possibly noisy) pre-training labels
 METHODS = ("kmeans", "prototype", "per_label")
+# a label set whose images changed: refuse (naming the first differing sample) or
+# re-cluster for the current images (data/dataset_identity.py)
+ON_DATASET_CHANGE = ("error", "recluster")
 
 
 def config_key(section: str, name: str) -> str:
@@ -149,6 +152,7 @@ class ClusterFitParams:
     assign_test: bool
     distill: bool
     method: str = "kmeans"
+    on_dataset_change: str = "error"
     pretrain_label_sources: Tuple[str, ...] = ()
     pretrain_label_paths: Tuple[str, ...] = ()
 
@@ -213,6 +217,12 @@ class ClusterFitParams:
             name=str(c.NAME),
             assign_test=assign_test,
             distill=bool(c.get("DISTILL", False)),
+            on_dataset_change=check_choice(
+                s,
+                "ON_DATASET_CHANGE",
+                c.get("ON_DATASET_CHANGE", "error"),
+                ON_DATASET_CHANGE,
+            ),
             **_method(s, c),
         )
 

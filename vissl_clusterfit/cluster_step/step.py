@@ -44,6 +44,7 @@ from vissl_clusterfit.data.cluster_labels import (
     verify_label_set,
     write_label_files,
 )
+from vissl_clusterfit.data.dataset_identity import images_match, write_sample_list
 
 
 def _dataset_settings(split_cfg: Any, length: int) -> Dict[str, Any]:
@@ -86,10 +87,11 @@ def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[st
 
 
 def _reusable(
-    params: ClusterFitParams, settings: Dict[str, Any], fp: str
+    params: ClusterFitParams, settings: Dict[str, Any], fp: str, dataset: Any
 ) -> Optional[Dict]:
-    """The meta of matching label files, None when there are none; raises when files
-    made with other settings (or tampered ones) are in the way."""
+    """The meta of matching label files, None when there are none (or when the images
+    changed and ON_DATASET_CHANGE=recluster); raises when files made with other
+    settings or for other images (or tampered ones) are in the way."""
     meta = read_meta(params.output_dir, params.name)
     if meta is None:
         return None
@@ -101,6 +103,17 @@ def _reusable(
             f"({'; '.join(changes) or 'unknown'}). Delete them to re-cluster, or set "
             "config.VCF.CLUSTERFIT.OUTPUT_DIR / NAME to keep both"
         )
+    # same settings: are these still the images the labels were made for?
+    if not images_match(
+        dataset,
+        meta.get("dataset_identity"),
+        label_paths(params.output_dir, params.name)["images"],
+        f"cluster label files {prefix}_* and DATA.TRAIN",
+        "restore the images, or set config.VCF.CLUSTERFIT.OUTPUT_DIR / NAME to keep both",
+        params.on_dataset_change,
+        "config.VCF.CLUSTERFIT.ON_DATASET_CHANGE",
+    ):
+        return None
     verify_label_set(params.output_dir, params.name, meta)
     return meta
 
@@ -200,7 +213,7 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
     )
     settings = label_settings(cfg, params, n)
     fp = fingerprint(settings)
-    meta = _reusable(params, settings, fp)
+    meta = _reusable(params, settings, fp, dataset)
     if meta is not None:
         paths = label_paths(params.output_dir, params.name)
         logging.info(f"[vcf] reusing cluster labels {paths['labels']}")
@@ -264,6 +277,7 @@ def _write(
         meta,
         pca_state=pca.state_dict() if pca is not None else None,
         extra_arrays=extra,
+        sample_list=lambda path: write_sample_list(path, dataset),
     )
     logging.info(
         f"[vcf] wrote cluster label files {os.path.join(params.output_dir, params.name)}_*"
@@ -291,3 +305,4 @@ def assign_test(
     paths = label_paths(params.output_dir, params.name + TEST_SUFFIX)
     save_npy(paths["labels"], labels)
     save_npy(paths["distances"], dists)
+    write_sample_list(paths["images"], test)
