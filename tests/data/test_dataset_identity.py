@@ -23,9 +23,10 @@ from vissl_clusterfit.data.dataset_identity import (
 )
 
 
-@pytest.fixture(scope="module")
-def npre(tmp_path_factory):
-    return save_untrained_npre(str(tmp_path_factory.mktemp("npre")))
+# an untrained N_pre in VISSL's layout, shared by this module's tests
+npre_fixture = pytest.fixture(scope="module", name="npre")(
+    lambda tmp_path_factory: save_untrained_npre(str(tmp_path_factory.mktemp("npre")))
+)
 
 
 def _png(path: str, value: int) -> None:
@@ -41,7 +42,8 @@ def _folder(root: str, n: int = 12) -> str:
     return root
 
 
-def _cfg(idx_dir, out, npre, folder, *extra):
+def folder_cfg(idx_dir, out, npre, folder, *extra):
+    """The N_cf config on an image folder (disk_folder, all images, K=3)."""
     return ncf_cfg(
         idx_dir,
         out,
@@ -68,7 +70,7 @@ def test_changed_folder_is_refused_then_reclustered(idx_dir, npre, tmp_path):
     from vissl.data import build_dataset
 
     folder = _folder(str(tmp_path / "images"))
-    cfg = _cfg(idx_dir, tmp_path / "out", npre, folder)
+    cfg = folder_cfg(idx_dir, tmp_path / "out", npre, folder)
     meta = cluster_dataset(cfg)
     paths = label_paths(output_dir(cfg), "clusterfit")
     with open(paths["images"]) as f:
@@ -91,7 +93,7 @@ def test_changed_folder_is_refused_then_reclustered(idx_dir, npre, tmp_path):
     with pytest.raises(DatasetChangedError, match="cluster label file .*index 0"):
         build_dataset(cfg, "TRAIN").load_labels()
 
-    again = _cfg(
+    again = folder_cfg(
         idx_dir,
         tmp_path / "out",
         npre,
@@ -131,7 +133,7 @@ def test_deepcluster_resume_checks_the_images(idx_dir, npre, tmp_path):
     )
 
     folder = _folder(str(tmp_path / "images"))
-    cfg = _cfg(idx_dir, tmp_path / "out", npre, folder)
+    cfg = folder_cfg(idx_dir, tmp_path / "out", npre, folder)
     listed = str(tmp_path / "deepcluster_images.txt")
     record = record_images(build_dataset(cfg, "TRAIN"), None, listed)
     assert os.path.isfile(listed) and record["num_samples"] == 12

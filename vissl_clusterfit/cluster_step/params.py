@@ -30,6 +30,8 @@ METHODS = ("kmeans", "prototype", "per_label")
 # a label set whose images changed: refuse (naming the first differing sample) or
 # re-cluster for the current images (data/dataset_identity.py)
 ON_DATASET_CHANGE = ("error", "recluster")
+# images that do not decode: stop naming them, or label them -1 (cluster_step/bad_images.py)
+ON_BAD_IMAGE = ("error", "skip")
 
 
 def config_key(section: str, name: str) -> str:
@@ -153,6 +155,7 @@ class ClusterFitParams:
     distill: bool
     method: str = "kmeans"
     on_dataset_change: str = "error"
+    on_bad_image: str = "error"
     pretrain_label_sources: Tuple[str, ...] = ()
     pretrain_label_paths: Tuple[str, ...] = ()
 
@@ -223,6 +226,7 @@ class ClusterFitParams:
                 c.get("ON_DATASET_CHANGE", "error"),
                 ON_DATASET_CHANGE,
             ),
+            on_bad_image=_on_bad_image(s, c),
             **_method(s, c),
         )
 
@@ -279,6 +283,19 @@ def _check_teacher(spec: NpreSpec) -> None:
     check_distillation_teacher(
         npre_train_config(spec.checkpoint, spec.config, list(spec.overrides))
     )
+
+
+def _on_bad_image(section: str, c: Any) -> str:
+    mode = check_choice(
+        section, "ON_BAD_IMAGE", c.get("ON_BAD_IMAGE", "error"), ON_BAD_IMAGE
+    )
+    if mode == "skip" and c.get("KMEANS_BACKEND", "faiss") == "distributed":
+        raise ValueError(
+            f"{config_key(section, 'ON_BAD_IMAGE')}=skip leaves images out of the "
+            f"k-means, which rank 0 does: set {config_key(section, 'KMEANS_BACKEND')}="
+            "faiss, or remove the broken images"
+        )
+    return mode
 
 
 def _method(section: str, c: Any) -> Dict[str, Any]:

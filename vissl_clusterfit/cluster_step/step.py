@@ -11,6 +11,7 @@ files made with other settings are refused with the list of differences.
 
 import copy
 import gc
+import json
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import checks, extraction, npre
+from vissl_clusterfit.cluster_step import bad_images, checks, extraction, npre
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.cluster_step.routes import (
@@ -36,6 +37,7 @@ from vissl_clusterfit.clustering.comm import (
 )
 from vissl_clusterfit.data.cluster_labels import (
     TEST_SUFFIX,
+    atomic_write,
     file_sha256,
     fingerprint,
     label_paths,
@@ -220,18 +222,31 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
         return meta
 
     t0 = time.time()
-    feats = _extract(params, dataset, device, gather=not params.distributed)
+    with bad_images.watch(dataset, params.on_bad_image) as watched:
+        feats = _extract(params, watched.dataset, device, gather=not params.distributed)
+    bad = watched.found
     teacher = _teacher_logits(params, dataset, device) if params.distill else None
     t_extract = time.time() - t0
+    mask = bad_images.valid_mask(n, bad)
+    if mask is not None:  # ON_BAD_IMAGE=skip (rank 0 clusters: checked in params)
+        clustering.check_num_clusters(
+            params.num_clusters, int(mask.sum()), "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
+        )
+        feats = feats[mask] if feats is not None else None
     result = cluster_sharded(params, feats) if params.distributed else None
     if params.uses_pretrain_labels and rank == 0:
-        result = cluster_with_labels(params, feats, pretrain_labels(cfg, params, n))
+        pretrain = pretrain_labels(cfg, params, n)
+        pretrain = pretrain[mask] if mask is not None else pretrain
+        result = cluster_with_labels(params, feats, pretrain)
     elif not params.distributed and rank == 0:
         result = cluster_on_rank0(params, feats)
     del feats
     written = None
     if rank == 0:
-        written = _write(cfg, params, result, dataset, settings, fp, t_extract, teacher)
+        result = bad_images.with_skipped(result, mask)
+        written = _write(
+            cfg, params, result, dataset, settings, fp, t_extract, teacher, bad
+        )
         if params.assign_test:
             assign_test(cfg, params, result, device)
     barrier()
@@ -247,11 +262,14 @@ def _write(
     fp: str,
     t_extract: float,
     teacher_logits: Optional[np.ndarray],
+    bad: List[Dict[str, Any]],
 ) -> Dict[str, Any]:
     """Metrics, meta and the label files (rank 0)."""
     k = params.num_clusters
+    labelled = result.labels >= 0  # skipped images (ON_BAD_IMAGE=skip): -1
+    truth = extraction.ground_truth(dataset)
     metrics = clustering.cluster_metrics(
-        result.labels, k, truth=extraction.ground_truth(dataset)
+        result.labels[labelled], k, truth=truth[labelled] if truth is not None else None
     )
     metrics["n_empty_reseeded"] = int(result.n_empty_reseeded)
     metrics["objective"] = float(result.objective)
@@ -266,6 +284,12 @@ def _write(
         "metrics": metrics,
         "time_s": {"extract": round(t_extract, 3), "cluster": round(result.time_s, 3)},
     }
+    if bad:
+        meta["bad_images"] = bad_images.meta_entry(bad)
+        logging.warning(
+            f"[vcf] {len(bad)} images do not decode and got label -1 "
+            f"({bad_images.KEY}=skip): {[x['path'] for x in bad[:5]]}"
+        )
     extra = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
     pca = result.pca
     write_label_files(
@@ -299,10 +323,19 @@ def assign_test(
         f"[vcf] assigning DATA.TEST ({list(cfg.DATA.TEST.DATA_SOURCES)} "
         f"{list(cfg.DATA.TEST.DATA_PATHS)}, {len(test)} images) to the train centroids"
     )
-    feats = _extract(params, test, device, shard=False)
+    with bad_images.watch(test, params.on_bad_image, "TEST") as watched:
+        feats = _extract(params, watched.dataset, device, shard=False)
+    mask = bad_images.valid_mask(len(test), watched.found)
+    feats = feats[mask] if mask is not None else feats
     x = clustering.apply_preprocessing(feats, result.pca, params.l2_norm, params.order)
-    labels, dists = clustering.assign_to_centroids(x, result.centroids)
+    labels, dists = bad_images.expand(
+        clustering.assign_to_centroids(x, result.centroids), mask
+    )
     paths = label_paths(params.output_dir, params.name + TEST_SUFFIX)
     save_npy(paths["labels"], labels)
     save_npy(paths["distances"], dists)
     write_sample_list(paths["images"], test)
+    if watched.found:  # -1 labels are valid only where a meta lists them
+        entry = bad_images.meta_entry(watched.found)
+        test_meta = {"num_clusters": params.num_clusters, "bad_images": entry}
+        atomic_write(paths["meta"], lambda f: f.write(json.dumps(test_meta).encode()))

@@ -221,10 +221,18 @@ def load_cluster_labels(
         output_dir, name = os.path.split(path[: -len("_labels.npy")])
         meta = read_meta(output_dir, name)
     k = meta.get("num_clusters") if meta else None
-    if len(labels) and (labels.min() < 0 or (k is not None and labels.max() >= k)):
+    # images that did not decode (ON_BAD_IMAGE=skip) are -1, as many as the meta lists
+    skipped = int(((meta or {}).get("bad_images") or {}).get("count", 0))
+    negative = int((labels < 0).sum())
+    if len(labels) and (
+        labels.min() < -1
+        or negative != skipped
+        or (k is not None and labels.max() >= k)
+    ):
         raise ValueError(
             f"cluster label file {path} has labels in [{labels.min()}, {labels.max()}], "
-            f"outside [0, {k}) (K from its meta file): the file is corrupt, delete it"
+            f"outside [0, {k}) (K from its meta file; -1 only for the images its meta "
+            "lists under bad_images): the file is corrupt, delete it"
         )
     if meta is not None:
         verify_label_set(output_dir, name, meta)

@@ -13,8 +13,16 @@ from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
 from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
-from vissl_clusterfit.cluster_step.training import check_head, check_head_input
-from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
+from vissl_clusterfit.cluster_step.training import (
+    check_head,
+    check_head_input,
+    train_on_labelled_only,
+)
+from vissl_clusterfit.data.label_sources import (
+    CLUSTER_LABEL_SOURCE,
+    reload_labels,
+    served_labels,
+)
 from vissl_clusterfit.hooks.base import VcfHook
 
 
@@ -39,6 +47,8 @@ class ClusterFitHook(VcfHook):
         if CLUSTER_LABEL_SOURCE in dataset.label_sources:
             check_head(task, int(meta["num_clusters"]), NUM_CLUSTERS_KEY)
             reload_labels(dataset)
+            if meta.get("bad_images"):  # ON_BAD_IMAGE=skip: never draw those
+                train_on_labelled_only(task, self.cfg, served_labels(dataset))
         elif not self.params.distill:
             logging.warning(
                 "[vcf] DATA.TRAIN.LABEL_SOURCES does not contain vcf_cluster_labels: "
