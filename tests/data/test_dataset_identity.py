@@ -36,7 +36,7 @@ def _png(path: str, value: int) -> None:
     Image.fromarray(pixels).convert("RGB").save(path)
 
 
-def _folder(root: str, n: int = 12) -> str:
+def image_folder(root: str, n: int = 12) -> str:
     for i in range(n):
         _png(os.path.join(root, f"class{i % 2}", f"{i:02d}.png"), i)
     return root
@@ -69,7 +69,7 @@ def _swap_one_image(folder: str) -> None:
 def test_changed_folder_is_refused_then_reclustered(idx_dir, npre, tmp_path):
     from vissl.data import build_dataset
 
-    folder = _folder(str(tmp_path / "images"))
+    folder = image_folder(str(tmp_path / "images"))
     cfg = folder_cfg(idx_dir, tmp_path / "out", npre, folder)
     meta = cluster_dataset(cfg)
     paths = label_paths(output_dir(cfg), "clusterfit")
@@ -132,7 +132,7 @@ def test_deepcluster_resume_checks_the_images(idx_dir, npre, tmp_path):
         resumed_images_match,
     )
 
-    folder = _folder(str(tmp_path / "images"))
+    folder = image_folder(str(tmp_path / "images"))
     cfg = folder_cfg(idx_dir, tmp_path / "out", npre, folder)
     listed = str(tmp_path / "deepcluster_images.txt")
     record = record_images(build_dataset(cfg, "TRAIN"), None, listed)

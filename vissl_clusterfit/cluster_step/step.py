@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import bad_images, checks, extraction, npre
+from vissl_clusterfit.cluster_step import (
+    bad_images,
+    checks,
+    extraction,
+    folder_checks,
+    npre,
+)
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.cluster_step.routes import (
@@ -206,13 +212,20 @@ def run_cluster_step(
 def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, Any]:
     rank, _ = rank_and_world()
     transforms = transforms_list(params.transforms)
-    dataset = extraction.extraction_dataset(
-        cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
-    )
+    try:
+        dataset = extraction.extraction_dataset(
+            cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
+        )
+    except FileNotFoundError as e:
+        raise folder_checks.explain_empty_classes(cfg, "TRAIN", e) or e
     n = len(dataset)
     clustering.check_num_clusters(
         params.num_clusters, n, "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
     )
+    folder_checks.check_enough_images(
+        n, params.pca_dim, "config.VCF.CLUSTERFIT.PCA_DIM"
+    )
+    folder_checks.check_no_duplicate_paths(dataset, "TRAIN")
     settings = label_settings(cfg, params, n)
     fp = fingerprint(settings)
     meta = _reusable(params, settings, fp, dataset)

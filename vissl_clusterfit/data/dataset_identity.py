@@ -51,6 +51,14 @@ def _positions(dataset: Any) -> np.ndarray:
     return np.arange(len(dataset))
 
 
+def sample_paths(dataset: Any) -> Iterator[str]:
+    """The file of each position of the first source (nothing when it has no files)."""
+    paths = _disk_paths(dataset, dataset.data_objs[0])
+    if paths is None:
+        return iter(())
+    return (str(paths[i]) for i in _positions(dataset))
+
+
 def sample_path(dataset: Any, position: int) -> str:
     """The file of one position of a GenericSSLDataset's first source ("" when the
     source has no files)."""
