@@ -123,3 +123,23 @@ def test_ncf_trains_one_epoch_without_the_skipped_images(idx_dir, npre, tmp_path
     assert "2 images do not decode and got label -1" in log, log[-3000:]
     labels = np.load(os.path.join(out, "clusterfit", "clusterfit_labels.npy"))
     assert (labels == -1).sum() == 2, labels
+
+
+def test_an_image_failing_while_ncf_trains_is_named(idx_dir, npre, tmp_path):
+    """What the hook installs on N_cf's train dataset: VISSL's disk_folder raises
+    PIL's message alone; with it the error names the file."""
+    from vissl.data import build_dataset
+
+    from vissl_clusterfit.cluster_step.bad_images import name_failing_images
+
+    folder, bad = broken_folder(str(tmp_path / "images"))
+    cfg = folder_cfg(idx_dir, tmp_path / "out", npre, folder)
+    cfg.DATA.TRAIN.LABEL_SOURCES = []
+    ds = build_dataset(cfg, "TRAIN")
+    with pytest.raises(OSError) as plain:
+        ds[3]
+    assert bad[0] not in str(plain.value)
+    name_failing_images(ds)
+    with pytest.raises(BadImageError, match=f"image {bad[0]} does not decode"):
+        ds[3]
+    assert ds[0]["data_valid"] == [1]

@@ -182,3 +182,32 @@ def with_skipped(result: ClusterResult, mask: Optional[np.ndarray]) -> ClusterRe
 def valid_indices(labels: np.ndarray) -> np.ndarray:
     """The positions N_cf may draw: those with a cluster label (not -1)."""
     return np.flatnonzero(np.asarray(labels) >= 0)
+
+
+class PathNamingLoader:
+    """torchvision's image loader that names the file when it fails. VISSL's
+    ``disk_folder`` decodes through it outside its own error handling, so an image that
+    breaks while N_cf trains would stop the run with only PIL's message. A class, not a
+    closure: DataLoader workers may pickle the dataset."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __call__(self, path: str) -> Any:
+        try:
+            return self.loader(path)
+        except Exception as e:
+            raise BadImageError(
+                f"image {path} does not decode ({type(e).__name__}: {e}): replace or "
+                f"remove it (with {KEY}=skip the cluster step labels such images -1 "
+                "and N_cf never draws them)"
+            ) from e
+
+
+def name_failing_images(dataset: Any) -> None:
+    """Make every ``disk_folder`` source of ``dataset`` name the file that fails."""
+    for data_obj in dataset.data_objs:
+        folder = getattr(data_obj, "image_dataset", None)
+        loader = getattr(folder, "loader", None)
+        if loader is not None and not isinstance(loader, PathNamingLoader):
+            folder.loader = PathNamingLoader(loader)

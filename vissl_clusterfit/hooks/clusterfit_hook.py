@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
+from vissl_clusterfit.cluster_step.bad_images import name_failing_images
 from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.training import (
     check_head,
@@ -41,6 +42,7 @@ class ClusterFitHook(VcfHook):
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
         if dataset is not None:
             check_transforms_fit(dataset, "config.DATA.TRAIN.TRANSFORMS")
+            name_failing_images(dataset)  # an image that breaks while N_cf trains
         meta = run_cluster_step(self.cfg, self.params, device=task.device)
         if dataset is None:
             return
