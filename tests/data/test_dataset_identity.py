@@ -146,3 +146,30 @@ def test_deepcluster_resume_checks_the_images(idx_dir, npre, tmp_path):
     with pytest.raises(DatasetChangedError, match=f"{key}=recluster.*"):
         resumed_images_match(changed, record, listed, "error", key)
     assert not resumed_images_match(changed, record, listed, "recluster", key)
+
+
+def test_assigned_test_split_is_checked(idx_dir, npre, tmp_path):
+    """ASSIGN_TEST writes <NAME>_test_images.txt; the TEST dataset reading those labels
+    refuses a changed val folder."""
+    from vissl.data import build_dataset
+
+    train = image_folder(str(tmp_path / "train"))
+    val = image_folder(str(tmp_path / "val"), n=6)
+    test_split = [
+        "config.DATA.TEST.DATA_SOURCES=[disk_folder]",
+        f"config.DATA.TEST.DATA_PATHS=[{val}]",
+        "config.DATA.TEST.DATASET_NAMES=[my_val]",
+        "config.DATA.TEST.DATA_LIMIT=-1",
+        "config.DATA.TEST.LABEL_SOURCES=[vcf_cluster_labels]",
+        "config.DATA.TEST.LABEL_PATHS=[auto]",
+        "config.VCF.CLUSTERFIT.ASSIGN_TEST=true",
+    ]
+    cfg = folder_cfg(idx_dir, tmp_path / "out", npre, train, *test_split)
+    cluster_dataset(cfg)
+    listed = label_paths(output_dir(cfg), "clusterfit_test")["images"]
+    with open(listed) as f:
+        assert len(f.readlines()) == 6
+    build_dataset(cfg, "TEST").load_labels()  # unchanged: accepted
+    _swap_one_image(val)
+    with pytest.raises(DatasetChangedError, match="DATA.TEST and cluster label file"):
+        build_dataset(cfg, "TEST").load_labels()
