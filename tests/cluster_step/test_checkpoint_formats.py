@@ -17,12 +17,10 @@ import torchvision
 
 import vissl_clusterfit  # noqa: F401
 from vissl_clusterfit.cluster_step import extraction as fx
-from vissl_clusterfit.cluster_step.checkpoint_formats import (
-    WeightsInit,
-    load_trunk_weights,
-    read_checkpoint_file,
-)
+from vissl_clusterfit.cluster_step.checkpoint_files import read_checkpoint_file
+from vissl_clusterfit.cluster_step.checkpoint_formats import load_trunk_weights
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk, npre_model_config
+from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 
 
 NPRE_CONFIG = "vissl_clusterfit/npre/resnet50"

@@ -21,13 +21,14 @@ The architecture comes from N_pre's config (``NPRE_CONFIG``), never from the fil
 """
 
 import logging
-import os
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from vissl.utils.checkpoint import append_module_prefix, replace_module_prefix
+
+from vissl_clusterfit.cluster_step.checkpoint_files import read_checkpoint_file
+from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 
 
 # VISSL's own trunks keep their layers under this name; torchvision / timm ResNets
@@ -35,9 +36,6 @@ from vissl.utils.checkpoint import append_module_prefix, replace_module_prefix
 FEATURE_BLOCKS = "_feature_blocks."
 # where VISSL's training writes the trunk; STATE_DICT_KEY_NAME=classy_state_dict means it
 VISSL_TRUNK_PATH = "classy_state_dict.base_model.model.trunk"
-# VISSL's APPEND_PREFIX addresses the whole model ("trunk._feature_blocks."); we load
-# only the trunk, so these leading parts are dropped from a copied VISSL value
-_VISSL_MODEL_PREFIXES = ("trunk.base_model.", "trunk.")
 # a second copy of the network in SSL checkpoints (MoCo's key / momentum encoder,
 # DINO's student, BYOL's target, EMA weights): used only when nothing else fits
 _SECONDARY = ("encoder_k", "momentum", "student", "target", "ema")
@@ -57,136 +55,6 @@ HEAD_NAMES = (
 # tensors older checkpoints lack and a trunk can do without (BatchNorm's counter)
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 _SHOW = 5
-
-
-@dataclass(frozen=True)
-class WeightsInit:
-    """VISSL's ``MODEL.WEIGHTS_INIT`` keys for one N_pre file. ``None`` = detect.
-
-    Config params (``VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT``, ``EXTRA_NPRE[i].WEIGHTS_INIT``):
-        STATE_DICT_KEY_NAME: dotted path of the tensor dict in the file ("" = the file
-            itself; ``classy_state_dict`` = VISSL's training layout)
-        REMOVE_PREFIX: removed from the front of every key (VISSL: executed first)
-        APPEND_PREFIX: then put in front of every key; VISSL's whole-model form
-            (``trunk._feature_blocks.``) is accepted and means ``_feature_blocks.``
-        SKIP_LAYERS: trunk tensors whose name contains one of these keep their
-            initialisation (on purpose; everything else must be in the file)
-        WEIGHTS_ONLY: torch.load(weights_only=...); False only for a trusted file
-    """
-
-    state_dict_key_name: Optional[str] = None
-    remove_prefix: Optional[str] = None
-    append_prefix: Optional[str] = None
-    skip_layers: Tuple[str, ...] = ()
-    weights_only: bool = True
-
-    @classmethod
-    def from_mapping(
-        cls, value: Optional[Mapping[str, Any]], key: str
-    ) -> "WeightsInit":
-        value = dict(value or {})
-        known = {
-            "STATE_DICT_KEY_NAME",
-            "REMOVE_PREFIX",
-            "APPEND_PREFIX",
-            "SKIP_LAYERS",
-            "WEIGHTS_ONLY",
-        }
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"{key} has unknown keys {unknown}: use {sorted(known)} (VISSL's "
-                "MODEL.WEIGHTS_INIT semantics)"
-            )
-
-        def text(name: str) -> Optional[str]:
-            v = value.get(name)
-            if v is not None and not isinstance(v, str):
-                raise ValueError(f"{key}.{name}={v!r} must be a string or null")
-            return v
-
-        skip = value.get("SKIP_LAYERS") or ()
-        if isinstance(skip, str):
-            skip = (skip,)
-        append = text("APPEND_PREFIX")
-        if append:
-            for vissl_prefix in _VISSL_MODEL_PREFIXES:
-                if append.startswith(vissl_prefix):
-                    append = append[len(vissl_prefix) :]
-                    break
-        return cls(
-            state_dict_key_name=text("STATE_DICT_KEY_NAME"),
-            remove_prefix=text("REMOVE_PREFIX"),
-            append_prefix=append,
-            skip_layers=tuple(str(s) for s in skip),
-            weights_only=bool(value.get("WEIGHTS_ONLY", True)),
-        )
-
-    def is_default(self) -> bool:
-        return self == WeightsInit()
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {
-            "STATE_DICT_KEY_NAME": self.state_dict_key_name,
-            "REMOVE_PREFIX": self.remove_prefix,
-            "APPEND_PREFIX": self.append_prefix,
-            "SKIP_LAYERS": list(self.skip_layers),
-            "WEIGHTS_ONLY": self.weights_only,
-        }
-
-
-def read_checkpoint_file(
-    path: str, weights_only: bool = True, key: str = "NPRE_WEIGHTS_INIT"
-) -> Dict[str, Any]:
-    """A ``.pth`` / ``.pt`` / ``.torch`` / ``.safetensors`` file on CPU, with errors
-    that name the file and the fix."""
-    if os.path.isdir(path):
-        raise ValueError(
-            f"N_pre checkpoint {path} is a directory: point it at a checkpoint file in "
-            "it (e.g. model_final_checkpoint_phaseN.torch)"
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"N_pre checkpoint {path} does not exist: check "
-            "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT (pre-train N_pre first)"
-        )
-    if path.endswith(".safetensors"):
-        return _read_safetensors(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as e:
-        if not weights_only:
-            raise _corrupt(path, e) from e
-        raise ValueError(
-            f"N_pre checkpoint {path} holds Python objects besides tensors, which "
-            f"torch.load(weights_only=True) refuses ({str(e).splitlines()[0]}). If you "
-            f"trust the file, set {key}.WEIGHTS_ONLY=false (unpickling runs code from "
-            "the file), or re-save only its state_dict"
-        ) from None
-    except Exception as e:
-        raise _corrupt(path, e) from e
-
-
-def _corrupt(path: str, e: Exception) -> ValueError:
-    return ValueError(
-        f"N_pre checkpoint {path} is corrupt or not a torch file "
-        f"({type(e).__name__}: {e}): re-run the pre-training or point NPRE_CHECKPOINT "
-        "at a good checkpoint"
-    )
-
-
-def _read_safetensors(path: str) -> Dict[str, Any]:
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ValueError(
-            f"N_pre checkpoint {path} is a .safetensors file but the package "
-            "'safetensors' is not installed: pip install safetensors"
-        ) from None
-    try:
-        return load_file(path, device="cpu")
-    except Exception as e:
-        raise _corrupt(path, e) from e
 
 
 def tensor_dicts(

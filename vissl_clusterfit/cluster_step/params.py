@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from vissl_clusterfit.cluster_step.checkpoint_formats import WeightsInit
 from vissl_clusterfit.cluster_step.data_checks import (
     check_assign_test_split,
     check_extraction_transforms,
 )
+from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
 
