@@ -315,3 +315,21 @@ def test_corrupt_file_names_the_file(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=f"{os.path.basename(path)} is corrupt"):
         read_checkpoint_file(str(path))
+
+
+def test_vissl_training_checkpoint_with_numpy_state_loads_weights_only(
+    trunk, tv_resnet50, images, reference, tmp_path
+):
+    """VISSL's training checkpoints hold numpy arrays in hook states (DeepCluster's
+    targets): numpy arrays are allowed under weights_only=True, other objects are not.
+    """
+    import numpy as np
+
+    checkpoint = LAYOUTS["vissl_model_zoo"](tv_resnet50.state_dict())
+    checkpoint["classy_state_dict"]["hooks"] = {
+        "DeepClusterHook": {"labels": np.arange(5), "round": np.int64(2)}
+    }
+    path = str(tmp_path / "model_final_checkpoint_phase2.torch")
+    torch.save(checkpoint, path)
+    feats = npre_features(trunk, path, images)
+    torch.testing.assert_close(feats, reference, atol=ATOL, rtol=RTOL)

@@ -4,7 +4,7 @@
 
 import os
 import pickle
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
@@ -27,18 +27,42 @@ def read_checkpoint_file(
     if path.endswith(".safetensors"):
         return _read_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with torch.serialization.safe_globals(numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as e:
         if not weights_only:
             raise _corrupt(path, e) from e
         raise ValueError(
-            f"N_pre checkpoint {path} holds Python objects besides tensors, which "
-            f"torch.load(weights_only=True) refuses ({str(e).splitlines()[0]}). If you "
-            f"trust the file, set {key}.WEIGHTS_ONLY=false (unpickling runs code from "
-            "the file), or re-save only its state_dict"
+            f"N_pre checkpoint {path} holds Python objects besides tensors and numpy "
+            f"arrays ({_unsafe_globals(path) or str(e).splitlines()[0]}), which "
+            f"torch.load(weights_only=True) refuses. If you trust the file, set "
+            f"{key}.WEIGHTS_ONLY=false (unpickling runs code from the file), or re-save "
+            "only its state_dict"
         ) from None
     except Exception as e:
         raise _corrupt(path, e) from e
+
+
+def numpy_array_globals() -> List[Any]:
+    """What unpickling a numpy array or scalar needs: constructors of arrays and dtypes,
+    no code of the file's. VISSL's training checkpoints hold numpy arrays (hook states
+    such as DeepCluster's targets), so weights_only=True must take them."""
+    import numpy as np
+
+    dtype_classes = {type(np.dtype(t)) for t in set(np.sctypeDict.values())}
+    multiarray = np.core.multiarray
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype] + sorted(
+        dtype_classes, key=str
+    )
+
+
+def _unsafe_globals(path: str) -> str:
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file: torch's own message says enough
+        return ""
+    known = {f"{g.__module__}.{g.__name__}" for g in numpy_array_globals()}
+    return ", ".join(g for g in found if g not in known)
 
 
 def _corrupt(path: str, e: Exception) -> ValueError:

@@ -21,6 +21,7 @@ from typing import Any, Dict
 import numpy as np
 
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
+from vissl_clusterfit.cluster_step.bad_images import name_failing_images
 from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
@@ -59,6 +60,7 @@ class DeepClusterHook(VcfHook):
     def on_start(self, task: Any) -> None:
         check_head_input(task)  # before the first re-clustering
         check_transforms_fit(task.datasets["train"], "config.DATA.TRAIN.TRANSFORMS")
+        name_failing_images(task.datasets["train"])  # a broken image names its file
         saved = self.checkpointed_state(task)
         if saved:
             self.set_classy_state(saved)
@@ -91,6 +93,7 @@ class DeepClusterHook(VcfHook):
             self._dataset = extraction_dataset(
                 self.cfg, transforms_list(p.transforms), "TRAIN", f"{KEY}.TRANSFORMS"
             )
+            name_failing_images(self._dataset)
         previous = self.state["labels"]
         labels = recluster(
             p,
