@@ -6,7 +6,7 @@ Fashion-MNIST permutation (D_pre = D_cf, no labels): N_pre (``--epochs``), N_pre
 (twice the epochs), N_cf for each K of ``--ks`` (N_pre's res5 features, k-means seed s,
 N_cf's SEED_VALUE ``ncf_seed(s)``, the same epochs as N_pre), and one random-init
 trunk. Every checkpoint gets the control experiment's res5 probe
-(``vissl_clusterfit.control_probe``: logistic regression on fixed res5 features, trained
+(``vissl_clusterfit.experiments.control.probe``: logistic regression on fixed res5 features, trained
 on labelled train images, validated on train images outside D_pre, tested on the test
 split) on Fashion-MNIST's 10 classes, the 4 kinds of tops and digits. N_cf's K is
 chosen per (pretext, target, seed) on validation accuracy, never on test. Differences

@@ -23,10 +23,10 @@ import torch
 from vissl_clusterfit import clustering
 from vissl_clusterfit.cluster_step import (
     bad_images,
-    checks,
     extraction,
     folder_checks,
     npre,
+    runtime_checks,
 )
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
@@ -43,7 +43,6 @@ from vissl_clusterfit.clustering.comm import (
 )
 from vissl_clusterfit.data.cluster_labels import (
     TEST_SUFFIX,
-    atomic_write,
     file_sha256,
     fingerprint,
     label_paths,
@@ -53,6 +52,7 @@ from vissl_clusterfit.data.cluster_labels import (
     write_label_files,
 )
 from vissl_clusterfit.data.dataset_identity import images_match, write_sample_list
+from vissl_clusterfit.io import atomic_write
 
 
 def _dataset_settings(split_cfg: Any, length: int) -> Dict[str, Any]:
@@ -149,7 +149,7 @@ def _extract(
     trunks = _npre_trunks(params)
     for i, (trunk, layer, _) in enumerate(trunks):
         key = "FEATURE_LAYER" if i == 0 else f"EXTRA_NPRE[{i - 1}].FEATURE_LAYER"
-        checks.check_layer(trunk, layer, f"config.VCF.CLUSTERFIT.{key}")
+        runtime_checks.check_layer(trunk, layer, f"config.VCF.CLUSTERFIT.{key}")
     feats = extraction.extract_features(
         trunks, dataset, params.batch_size, device, params.num_workers, **kwargs
     )

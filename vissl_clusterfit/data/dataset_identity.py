@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from vissl_clusterfit.data.cluster_labels import IMAGES_SUFFIX, atomic_write
+from vissl_clusterfit.data.cluster_labels import IMAGES_SUFFIX
+from vissl_clusterfit.io import atomic_write
 
 
 # a source we cannot identify (no paths, no pixels): its position only

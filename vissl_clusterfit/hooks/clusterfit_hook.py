@@ -13,7 +13,10 @@ from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
 from vissl_clusterfit.cluster_step.bad_images import name_failing_images
-from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
+from vissl_clusterfit.cluster_step.runtime_checks import (
+    check_resume_head,
+    check_transforms_fit,
+)
 from vissl_clusterfit.cluster_step.training import (
     check_head,
     check_head_input,
