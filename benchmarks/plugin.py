@@ -44,6 +44,7 @@ from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
     fast_broadcast_object as patched_broadcast_object,
 )
 from vissl_clusterfit.config import compose_config
+from vissl_clusterfit.data import dataset_identity  # the label sets' sample lists
 from vissl_clusterfit.data.cluster_labels import label_paths, write_label_files
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
 from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
@@ -80,6 +81,7 @@ __all__ = [
     "compose_config",
     "control_main",
     "control_report",
+    "dataset_identity",
     "dataset_labels",
     "extract_features",
     "extraction_dataset",

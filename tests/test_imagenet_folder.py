@@ -4,8 +4,9 @@ A tiny folder is made here (scikit-learn digits as 64 px RGB PNGs, 3 classes,
 train/<class>/*.png and val/<class>/*.png). Every bash block of docs/imagenet.md marked
 ``<!-- tested: NAME -->`` runs verbatim, with only its ``P=``, ``DATA=`` and ``RUNS=``
 lines replaced: ``P`` becomes a wrapper that appends tiny-size overrides to each command
-(the CPU switch, 12 train / 8 val images, batch 4, one epoch, K=5, a constant learning
-rate since VISSL's step schedules need more epochs than one). So the documented commands
+(the CPU switch, 12 train / 8 val images, batch 4, one epoch, K=5). No learning-rate
+override: VISSL's step schedules (30/60/90/100 of 105 epochs) are scaled to the one
+epoch when the config is composed (vissl_clusterfit/optim/schedule_length.py). So the documented commands
 (VISSL's RotNet and supervised ResNet-50 configs, our N_cf / DeepCluster / DeeperCluster
 configs, VISSL's linear and k-NN benchmark configs, the pipeline) are the tested ones.
 """
@@ -38,7 +39,6 @@ TINY_ENGINE = [
     "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=4",
     "config.DATA.TEST.BATCHSIZE_PER_REPLICA=4",
     "config.OPTIMIZER.num_epochs=1",
-    "config.OPTIMIZER.param_schedulers.lr.name=constant",
 ]
 TINY_BY_CONFIG = {
     "clusterfit/ncf_": [f"config.VCF.CLUSTERFIT.NUM_CLUSTERS={K}"],
@@ -60,7 +60,6 @@ TINY_PIPELINE = [
     "pipeline.eval_epochs=1",
     "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=4",
     "config.DATA.TEST.BATCHSIZE_PER_REPLICA=4",
-    "config.OPTIMIZER.param_schedulers.lr.name=constant",
 ]
 
 WRAPPER = """

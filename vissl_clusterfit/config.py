@@ -59,11 +59,19 @@ def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any,
     from vissl.utils.hydra_config import convert_to_attrdict
 
     from vissl_clusterfit.compat import patches as compat
+    from vissl_clusterfit.optim.schedule_length import fit_schedules
 
     cfg = compat.compose_hydra_configuration(overrides)
     # our configs tie values together with ${config...} interpolations (e.g. the N_cf
     # head's output dim follows VCF.CLUSTERFIT.NUM_CLUSTERS); VISSL does not resolve them
     OmegaConf.resolve(cfg)
+    # a shorter num_epochs than the config's lr steps: scaled (or refused), before the
+    # config is dumped
+    fit_schedules(
+        cfg.config,
+        overrides,
+        lambda o: compat.compose_hydra_configuration(o).config,
+    )
     args, config = convert_to_attrdict(cfg, dump_config=dump_config)
     add_plugin_defaults(config)
     return args, config

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Tuple
 from vissl_clusterfit.cluster_step.config_checks import check_extraction_transforms
 from vissl_clusterfit.cluster_step.params import (
     KMEANS_BACKENDS,
+    ON_DATASET_CHANGE,
     POOLINGS,
     check_choice,
     check_data_paths,
@@ -50,6 +51,9 @@ class DeepClusterParams:
     num_workers: int
     rounds_file: str
     preactivation: bool = True
+    # the sample list the current labels belong to (checked on resume)
+    images_file: str = ""
+    on_dataset_change: str = "error"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "DeepClusterParams":
@@ -84,6 +88,13 @@ class DeepClusterParams:
             num_workers=int(cfg.DATA.NUM_DATALOADER_WORKERS),
             rounds_file=os.path.join(cfg.CHECKPOINT.DIR, "deepcluster_rounds.jsonl"),
             preactivation=bool(p.get("PREACTIVATION", True)),
+            images_file=os.path.join(cfg.CHECKPOINT.DIR, "deepcluster_images.txt"),
+            on_dataset_change=check_choice(
+                s,
+                "ON_DATASET_CHANGE",
+                p.get("ON_DATASET_CHANGE", "error"),
+                ON_DATASET_CHANGE,
+            ),
         )
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, p.TRANSFORMS)

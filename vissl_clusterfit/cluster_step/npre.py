@@ -8,50 +8,17 @@ next to the checkpoint.
 
 import copy
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import torch
 import yaml
 from vissl.config import AttrDict
 
+from vissl_clusterfit.cluster_step.checkpoint_files import read_checkpoint_file
+from vissl_clusterfit.cluster_step.checkpoint_formats import load_trunk_weights
 from vissl_clusterfit.cluster_step.extraction import SingleFeatureTrunk
+from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 from vissl_clusterfit.config import compose_config
-
-
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a VISSL checkpoint on CPU with clear errors for missing or corrupt files."""
-    if os.path.isdir(path):
-        raise ValueError(
-            f"N_pre checkpoint {path} is a directory: point NPRE_CHECKPOINT at a "
-            "checkpoint file in it (e.g. model_final_checkpoint_phaseN.torch)"
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"N_pre checkpoint {path} does not exist: check "
-            "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT (pre-train N_pre first)"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(
-            f"N_pre checkpoint {path} is corrupt or not a torch file "
-            f"({type(e).__name__}: {e}): re-run the pre-training or point "
-            "NPRE_CHECKPOINT at a good checkpoint"
-        ) from e
-
-
-def trunk_state_dict(checkpoint: Dict[str, Any], path: str) -> Dict[str, torch.Tensor]:
-    """The trunk weights of a VISSL training checkpoint (or of a plain trunk state)."""
-    try:
-        return checkpoint["classy_state_dict"]["base_model"]["model"]["trunk"]
-    except (KeyError, TypeError):
-        pass
-    if "trunk" in checkpoint:
-        return checkpoint["trunk"]
-    raise ValueError(
-        f"N_pre checkpoint {path} has no trunk weights (expected "
-        "classy_state_dict.base_model.model.trunk, as VISSL's training writes)"
-    )
 
 
 def npre_train_config(
@@ -88,37 +55,23 @@ def npre_model_config(
     return model_cfg
 
 
-def _mismatch_summary(error: RuntimeError, limit: int = 3) -> str:
-    """The first lines of load_state_dict's (often 100+ line) size-mismatch error."""
-    lines = [ln.strip() for ln in str(error).splitlines() if "size mismatch" in ln]
-    head = "; ".join(lines[:limit])
-    more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
-    return f"{len(lines)} tensors differ in shape: {head}{more}"
-
-
 def build_npre_trunk(
-    checkpoint_path: str, config_name: str = "", overrides: Optional[List[str]] = None
+    checkpoint_path: str,
+    config_name: str = "",
+    overrides: Optional[List[str]] = None,
+    weights_init: WeightsInit = WeightsInit(),
+    key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT",
 ) -> torch.nn.Module:
-    """N_pre's trunk with the checkpoint's weights, in eval mode."""
+    """N_pre's trunk (architecture from its config) with the checkpoint's weights, in
+    eval mode. The file may be any layout ``checkpoint_formats`` reads (VISSL,
+    torchvision, timm, MoCo, DINO, SwAV, safetensors); ``weights_init`` pins the
+    mapping (VISSL's WEIGHTS_INIT keys), ``key`` is its config key for messages."""
     from vissl.models.trunks import get_model_trunk
 
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = read_checkpoint_file(checkpoint_path, weights_init.weights_only, key)
     model_cfg = npre_model_config(checkpoint_path, config_name, list(overrides or []))
     trunk = get_model_trunk(model_cfg.TRUNK.NAME)(model_cfg, model_cfg.TRUNK.NAME)
-    state = trunk_state_dict(checkpoint, checkpoint_path)
-    fix = "Set NPRE_CONFIG to the config it was trained with"
-    try:
-        missing, _ = trunk.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise ValueError(
-            f"N_pre checkpoint {checkpoint_path} does not match its model config "
-            f"({model_cfg.TRUNK.NAME}): {_mismatch_summary(e)}. {fix}"
-        ) from None
-    if missing:
-        raise ValueError(
-            f"N_pre checkpoint {checkpoint_path} does not match its model config "
-            f"({model_cfg.TRUNK.NAME}): missing {missing[:5]}... {fix}"
-        )
+    load_trunk_weights(trunk, checkpoint_path, weights_init, key, checkpoint)
     return trunk.eval()
 
 
@@ -143,7 +96,7 @@ def build_npre_model(
     mode."""
     from vissl.models import build_model
 
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = read_checkpoint_file(checkpoint_path)
     model_cfg = npre_model_config(checkpoint_path, config_name, list(overrides or []))
     model = build_model(model_cfg, AttrDict({"name": "sgd"}))
     try:
@@ -151,6 +104,6 @@ def build_npre_model(
     except (KeyError, RuntimeError) as e:
         raise ValueError(
             f"N_pre checkpoint {checkpoint_path} has no trunk+heads matching its config "
-            f"({e}); distillation needs a checkpoint written by VISSL's training"
+            f"({e}); distillation needs a checkpoint written by VISSL's training (trunk and heads; a torchvision/timm/SSL file has no VISSL heads)"
         ) from None
     return TeacherLogits(model).eval()

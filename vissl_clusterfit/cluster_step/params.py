@@ -19,6 +19,7 @@ from vissl_clusterfit.cluster_step.config_checks import (
 )
 from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
 from vissl_clusterfit.cluster_step.shard_params import FeatureShardParams
+from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
 
@@ -28,6 +29,11 @@ KMEANS_BACKENDS = ("faiss", "distributed")
 # kmeans: ClusterFit (Sec. 3.1); prototype (Sec. 4) and per_label (Sec. 5.2): baselines
 # that use D_cf's (possibly noisy) pre-training labels
 METHODS = ("kmeans", "prototype", "per_label")
+# a label set whose images changed: refuse (naming the first differing sample) or
+# re-cluster for the current images (data/dataset_identity.py)
+ON_DATASET_CHANGE = ("error", "recluster")
+# images that do not decode: stop naming them, or label them -1 (cluster_step/bad_images.py)
+ON_BAD_IMAGE = ("error", "skip")
 
 
 def config_key(section: str, name: str) -> str:
@@ -78,24 +84,36 @@ class NpreSpec:
     overrides: Tuple[str, ...] = ()
     feature_layer: str = "res5"
     pooling: str = "avg"
+    weights_init: WeightsInit = WeightsInit()
+    # the config key of weights_init, named in error messages
+    weights_key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT"
 
     def as_dict(self) -> Dict[str, Any]:
-        return {
+        out = {
             "CHECKPOINT": self.checkpoint,
             "CONFIG": self.config,
             "OVERRIDES": list(self.overrides),
             "FEATURE_LAYER": self.feature_layer,
             "POOLING": self.pooling,
         }
+        # only when set: label sets made before the key existed keep their fingerprint
+        if not self.weights_init.is_default():
+            out["WEIGHTS_INIT"] = self.weights_init.as_dict()
+        return out
 
 
-def _npre_spec(section: str, name: str, value: Dict[str, Any]) -> NpreSpec:
+def _npre_spec(
+    section: str, name: str, value: Dict[str, Any], weights_name: str
+) -> NpreSpec:
+    weights_key = config_key(section, weights_name)
     spec = NpreSpec(
         checkpoint=str(value.get("CHECKPOINT") or ""),
         config=str(value.get("CONFIG") or ""),
         overrides=tuple(value.get("OVERRIDES") or ()),
         feature_layer=str(value["FEATURE_LAYER"]),
         pooling=check_choice(section, "POOLING", value["POOLING"], POOLINGS),
+        weights_init=WeightsInit.from_mapping(value.get("WEIGHTS_INIT"), weights_key),
+        weights_key=weights_key,
     )
     if not spec.checkpoint:
         raise ValueError(
@@ -138,6 +156,8 @@ class ClusterFitParams:
     assign_test: bool
     distill: bool
     method: str = "kmeans"
+    on_dataset_change: str = "error"
+    on_bad_image: str = "error"
     pretrain_label_sources: Tuple[str, ...] = ()
     pretrain_label_paths: Tuple[str, ...] = ()
     shards: FeatureShardParams = FeatureShardParams()
@@ -151,14 +171,26 @@ class ClusterFitParams:
             "OVERRIDES": list(c.NPRE_OVERRIDES),
             "FEATURE_LAYER": c.FEATURE_LAYER,
             "POOLING": c.POOLING,
+            "WEIGHTS_INIT": c.get("NPRE_WEIGHTS_INIT"),
         }
         shards = FeatureShardParams.from_config(c)
         # Precomputed features need no N_pre (nothing is extracted).
-        npre = [] if shards.precomputed else [_npre_spec(s, "NPRE_CHECKPOINT", main)]
+        npre = (
+            []
+            if shards.precomputed
+            else [_npre_spec(s, "NPRE_CHECKPOINT", main, "NPRE_WEIGHTS_INIT")]
+        )
         for i, extra in enumerate([] if shards.precomputed else c.EXTRA_NPRE):
             spec = {"FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
             spec.update(dict(extra))
-            npre.append(_npre_spec(s, f"EXTRA_NPRE[{i}].CHECKPOINT", spec))
+            npre.append(
+                _npre_spec(
+                    s,
+                    f"EXTRA_NPRE[{i}].CHECKPOINT",
+                    spec,
+                    f"EXTRA_NPRE[{i}].WEIGHTS_INIT",
+                )
+            )
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, c.TRANSFORMS)
         if shards.active:
@@ -208,6 +240,13 @@ class ClusterFitParams:
             name=str(c.NAME),
             assign_test=assign_test,
             distill=bool(c.get("DISTILL", False)),
+            on_dataset_change=check_choice(
+                s,
+                "ON_DATASET_CHANGE",
+                c.get("ON_DATASET_CHANGE", "error"),
+                ON_DATASET_CHANGE,
+            ),
+            on_bad_image=_on_bad_image(s, c),
             **_method(s, c),
             shards=shards,
         )
@@ -271,6 +310,25 @@ def _check_teacher(spec: NpreSpec) -> None:
     check_distillation_teacher(
         npre_train_config(spec.checkpoint, spec.config, list(spec.overrides))
     )
+
+
+def _on_bad_image(section: str, c: Any) -> str:
+    mode = check_choice(
+        section, "ON_BAD_IMAGE", c.get("ON_BAD_IMAGE", "error"), ON_BAD_IMAGE
+    )
+    if mode == "skip" and c.get("FEATURE_SHARDS", {}).get("ENABLED", False):
+        raise ValueError(
+            f"{config_key(section, 'ON_BAD_IMAGE')}=skip is not supported with "
+            f"{config_key(section, 'FEATURE_SHARDS.ENABLED')}=true yet (the shards "
+            "hold every index): remove the broken images, or turn the shards off"
+        )
+    if mode == "skip" and c.get("KMEANS_BACKEND", "faiss") == "distributed":
+        raise ValueError(
+            f"{config_key(section, 'ON_BAD_IMAGE')}=skip leaves images out of the "
+            f"k-means, which rank 0 does: set {config_key(section, 'KMEANS_BACKEND')}="
+            "faiss, or remove the broken images"
+        )
+    return mode
 
 
 def _method(section: str, c: Any) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ files made with other settings are refused with the list of differences.
 
 import copy
 import gc
+import json
 import logging
 import os
 import time
@@ -20,7 +21,14 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import disk_route, extraction, npre, runtime_checks
+from vissl_clusterfit.cluster_step import (
+    bad_images,
+    disk_route,
+    extraction,
+    folder_checks,
+    npre,
+    runtime_checks,
+)
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.cluster_step.routes import (
@@ -44,6 +52,8 @@ from vissl_clusterfit.data.cluster_labels import (
     verify_label_set,
     write_label_files,
 )
+from vissl_clusterfit.data.dataset_identity import images_match, write_sample_list
+from vissl_clusterfit.io import atomic_write
 
 
 def _dataset_settings(split_cfg: Any, length: int) -> Dict[str, Any]:
@@ -86,10 +96,11 @@ def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[st
 
 
 def _reusable(
-    params: ClusterFitParams, settings: Dict[str, Any], fp: str
+    params: ClusterFitParams, settings: Dict[str, Any], fp: str, dataset: Any
 ) -> Optional[Dict]:
-    """The meta of matching label files, None when there are none; raises when files
-    made with other settings (or tampered ones) are in the way."""
+    """The meta of matching label files, None when there are none (or when the images
+    changed and ON_DATASET_CHANGE=recluster); raises when files made with other
+    settings or for other images (or tampered ones) are in the way."""
     meta = read_meta(params.output_dir, params.name)
     if meta is None:
         return None
@@ -101,6 +112,17 @@ def _reusable(
             f"({'; '.join(changes) or 'unknown'}). Delete them to re-cluster, or set "
             "config.VCF.CLUSTERFIT.OUTPUT_DIR / NAME to keep both"
         )
+    # same settings: are these still the images the labels were made for?
+    if not images_match(
+        dataset,
+        meta.get("dataset_identity"),
+        label_paths(params.output_dir, params.name)["images"],
+        f"cluster label files {prefix}_* and DATA.TRAIN",
+        "restore the images, or set config.VCF.CLUSTERFIT.OUTPUT_DIR / NAME to keep both",
+        params.on_dataset_change,
+        "config.VCF.CLUSTERFIT.ON_DATASET_CHANGE",
+    ):
+        return None
     verify_label_set(params.output_dir, params.name, meta)
     return meta
 
@@ -108,7 +130,13 @@ def _reusable(
 def _npre_trunks(params: ClusterFitParams) -> List[extraction.TrunkLayer]:
     return [
         (
-            npre.build_npre_trunk(spec.checkpoint, spec.config, list(spec.overrides)),
+            npre.build_npre_trunk(
+                spec.checkpoint,
+                spec.config,
+                list(spec.overrides),
+                spec.weights_init,
+                spec.weights_key,
+            ),
             spec.feature_layer,
             spec.pooling,
         )
@@ -185,16 +213,23 @@ def run_cluster_step(
 def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, Any]:
     rank, _ = rank_and_world()
     transforms = transforms_list(params.transforms)
-    dataset = extraction.extraction_dataset(
-        cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
-    )
+    try:
+        dataset = extraction.extraction_dataset(
+            cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
+        )
+    except FileNotFoundError as e:
+        raise folder_checks.explain_empty_classes(cfg, "TRAIN", e) or e
     n = len(dataset)
     clustering.check_num_clusters(
         params.num_clusters, n, "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
     )
+    folder_checks.check_enough_images(
+        n, params.pca_dim, "config.VCF.CLUSTERFIT.PCA_DIM"
+    )
+    folder_checks.check_no_duplicate_paths(dataset, "TRAIN")
     settings = label_settings(cfg, params, n)
     fp = fingerprint(settings)
-    meta = _reusable(params, settings, fp)
+    meta = _reusable(params, settings, fp, dataset)
     if meta is not None:
         paths = label_paths(params.output_dir, params.name)
         logging.info(f"[vcf] reusing cluster labels {paths['labels']}")
@@ -203,18 +238,31 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
     if params.shards.active:
         return _run_from_disk(cfg, params, dataset, device, settings, fp)
     t0 = time.time()
-    feats = _extract(params, dataset, device, gather=not params.distributed)
+    with bad_images.watch(dataset, params.on_bad_image) as watched:
+        feats = _extract(params, watched.dataset, device, gather=not params.distributed)
+    bad = watched.found
     teacher = _teacher_logits(params, dataset, device) if params.distill else None
     t_extract = time.time() - t0
+    mask = bad_images.valid_mask(n, bad)
+    if mask is not None:  # ON_BAD_IMAGE=skip (rank 0 clusters: checked in params)
+        clustering.check_num_clusters(
+            params.num_clusters, int(mask.sum()), "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
+        )
+        feats = feats[mask] if feats is not None else None
     result = cluster_sharded(params, feats) if params.distributed else None
     if params.uses_pretrain_labels and rank == 0:
-        result = cluster_with_labels(params, feats, pretrain_labels(cfg, params, n))
+        pretrain = pretrain_labels(cfg, params, n)
+        pretrain = pretrain[mask] if mask is not None else pretrain
+        result = cluster_with_labels(params, feats, pretrain)
     elif not params.distributed and rank == 0:
         result = cluster_on_rank0(params, feats)
     del feats
     written = None
     if rank == 0:
-        written = _write(cfg, params, result, dataset, settings, fp, t_extract, teacher)
+        result = bad_images.with_skipped(result, mask)
+        written = _write(
+            cfg, params, result, dataset, settings, fp, t_extract, teacher, bad
+        )
         if params.assign_test:
             assign_test(cfg, params, result, device)
     barrier()
@@ -241,7 +289,15 @@ def _run_from_disk(
     written = None
     if rank == 0:
         written = _write(
-            cfg, params, result, dataset, settings, fp, t_extract, None, extra
+            cfg,
+            params,
+            result,
+            dataset,
+            settings,
+            fp,
+            t_extract,
+            None,
+            extra_meta=extra,
         )
         if params.assign_test:
             assign_test(cfg, params, result, device)
@@ -260,12 +316,15 @@ def _write(
     fp: str,
     t_extract: float,
     teacher_logits: Optional[np.ndarray],
+    bad: Optional[List[Dict[str, Any]]] = None,
     extra_meta: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Metrics, meta and the label files (rank 0)."""
     k = params.num_clusters
+    labelled = result.labels >= 0  # skipped images (ON_BAD_IMAGE=skip): -1
+    truth = extraction.ground_truth(dataset)
     metrics = clustering.cluster_metrics(
-        result.labels, k, truth=extraction.ground_truth(dataset)
+        result.labels[labelled], k, truth=truth[labelled] if truth is not None else None
     )
     metrics["n_empty_reseeded"] = int(result.n_empty_reseeded)
     metrics["objective"] = float(result.objective)
@@ -282,6 +341,12 @@ def _write(
         **({"kmeans_backend": result.backend} if result.backend else {}),
         **(extra_meta or {}),
     }
+    if bad:
+        meta["bad_images"] = bad_images.meta_entry(bad)
+        logging.warning(
+            f"[vcf] {len(bad)} images do not decode and got label -1 "
+            f"({bad_images.KEY}=skip): {[x['path'] for x in bad[:5]]}"
+        )
     extra = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
     pca = result.pca
     write_label_files(
@@ -293,6 +358,7 @@ def _write(
         meta,
         pca_state=pca.state_dict() if pca is not None else None,
         extra_arrays=extra,
+        sample_list=lambda path: write_sample_list(path, dataset),
     )
     logging.info(
         f"[vcf] wrote cluster label files {os.path.join(params.output_dir, params.name)}_*"
@@ -314,9 +380,19 @@ def assign_test(
         f"[vcf] assigning DATA.TEST ({list(cfg.DATA.TEST.DATA_SOURCES)} "
         f"{list(cfg.DATA.TEST.DATA_PATHS)}, {len(test)} images) to the train centroids"
     )
-    feats = _extract(params, test, device, shard=False)
+    with bad_images.watch(test, params.on_bad_image, "TEST") as watched:
+        feats = _extract(params, watched.dataset, device, shard=False)
+    mask = bad_images.valid_mask(len(test), watched.found)
+    feats = feats[mask] if mask is not None else feats
     x = clustering.apply_preprocessing(feats, result.pca, params.l2_norm, params.order)
-    labels, dists = clustering.assign_to_centroids(x, result.centroids)
+    labels, dists = bad_images.expand(
+        clustering.assign_to_centroids(x, result.centroids), mask
+    )
     paths = label_paths(params.output_dir, params.name + TEST_SUFFIX)
     save_npy(paths["labels"], labels)
     save_npy(paths["distances"], dists)
+    write_sample_list(paths["images"], test)
+    if watched.found:  # -1 labels are valid only where a meta lists them
+        entry = bad_images.meta_entry(watched.found)
+        test_meta = {"num_clusters": params.num_clusters, "bad_images": entry}
+        atomic_write(paths["meta"], lambda f: f.write(json.dumps(test_meta).encode()))

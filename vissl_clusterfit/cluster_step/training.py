@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vissl_clusterfit.data.cluster_sampler import UniformClusterSampler
+from vissl_clusterfit.data.labelled_sampler import LabelledSampler
 
 
 def last_linear(task: Any) -> Optional[torch.nn.Linear]:
@@ -91,13 +92,34 @@ def source_indexed(dataset: Any, labels: np.ndarray) -> np.ndarray:
     return full
 
 
+def rebuild_train_loader(task: Any, cfg: Any, get_sampler: Any) -> None:
+    """VISSL's train loader again, with the sampler ``get_sampler(dataset, config,
+    seed)`` (seed: SEED_VALUE, the same on every rank)."""
+    from vissl.data import build_dataloader
+
+    task.dataloaders["train"] = build_dataloader(
+        dataset=task.datasets["train"],
+        dataset_config=cfg.DATA.TRAIN,
+        num_dataloader_workers=cfg.DATA.NUM_DATALOADER_WORKERS,
+        pin_memory=cfg.DATA.PIN_MEMORY,
+        multi_processing_method=cfg.MULTI_PROCESSING_METHOD,
+        device=task.device,
+        sampler_seed=int(cfg.SEED_VALUE),
+        get_sampler=get_sampler,
+    )
+
+
+def train_on_labelled_only(task: Any, cfg: Any, labels: np.ndarray) -> None:
+    """Images labelled -1 (ON_BAD_IMAGE=skip) are never drawn: a loader whose sampler
+    skips them (VISSL rebuilds the iterator at the first phase)."""
+    rebuild_train_loader(task, cfg, lambda ds, cfg, s: LabelledSampler(labels, seed=s))
+
+
 def install_labels(
     task: Any, cfg: Any, labels: np.ndarray, epoch: int, uniform_sampling: bool
 ) -> None:
     """Make ``labels`` the train targets from this epoch on; optionally rebuild the
     train loader with a sampler drawing uniformly over clusters."""
-    from vissl.data import build_dataloader
-
     dataset = task.datasets["train"]
     if len(labels) != len(dataset):
         raise ValueError(
@@ -106,16 +128,8 @@ def install_labels(
     dataset.label_objs = [source_indexed(dataset, labels)]
     dataset.labels_init = True
     if uniform_sampling:
-        seed = int(cfg.SEED_VALUE)
-        task.dataloaders["train"] = build_dataloader(
-            dataset=dataset,
-            dataset_config=cfg.DATA.TRAIN,
-            num_dataloader_workers=cfg.DATA.NUM_DATALOADER_WORKERS,
-            pin_memory=cfg.DATA.PIN_MEMORY,
-            multi_processing_method=cfg.MULTI_PROCESSING_METHOD,
-            device=task.device,
-            sampler_seed=seed,
-            get_sampler=lambda ds, cfg, s: UniformClusterSampler(labels, seed=s),
+        rebuild_train_loader(
+            task, cfg, lambda ds, cfg, s: UniformClusterSampler(labels, seed=s)
         )
     sampler = getattr(task.dataloaders["train"], "sampler", None)
     if hasattr(sampler, "set_epoch"):

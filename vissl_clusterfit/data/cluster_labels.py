@@ -9,6 +9,9 @@ For a prefix ``<dir>/<name>`` the files are
 - ``<name>_pca.npz``: the fitted PCA, when PCA was used (to assign other splits).
 - ``<name>_teacher_logits.npy``: N_pre's head outputs, with ``DISTILL`` (distillation
   baseline).
+- ``<name>_images.txt``: the ordered sample list the labels belong to, one
+  ``<path>\t<size>`` (or ``<id>\t<content hash>``) line per label
+  (data/dataset_identity.py); its sha256 is the meta's ``dataset_identity``.
 - ``<name>_meta.json``: K, layer, pooling, PCA settings, N_pre checkpoint and its hash,
   dataset name and length, seed, metrics, and ``fingerprint``: a hash of everything that
   determines the labels. It is written last: a prefix without it is incomplete.
@@ -21,7 +24,7 @@ file, never a half file that looks complete.
 import hashlib
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from vissl_clusterfit.io import atomic_write, remove_stale_tmp_files
 
 META_SUFFIX = "_meta.json"
 TEST_SUFFIX = "_test"  # <name>_test_*: DATA.TEST assigned to the train centroids
+IMAGES_SUFFIX = "_images.txt"  # the ordered sample list (data/dataset_identity.py)
 
 
 def clusterfit_output_dir(output_dir: str, checkpoint_dir: str) -> str:
@@ -46,6 +50,7 @@ def label_paths(output_dir: str, name: str) -> Dict[str, str]:
         "distances": prefix + "_distances.npy",
         "pca": prefix + "_pca.npz",
         "teacher_logits": prefix + "_teacher_logits.npy",
+        "images": prefix + IMAGES_SUFFIX,
         "meta": prefix + META_SUFFIX,
     }
 
@@ -77,8 +82,12 @@ def write_label_files(
     meta: Dict[str, Any],
     pca_state: Optional[Dict[str, Any]] = None,
     extra_arrays: Optional[Dict[str, np.ndarray]] = None,
+    sample_list: Optional[Callable[[str], Dict[str, Any]]] = None,
 ) -> Dict[str, str]:
-    """Write the label files atomically, the meta file last. Returns the paths."""
+    """Write the label files atomically, the meta file last. Returns the paths.
+
+    ``sample_list(path)`` writes the ordered sample list to ``<name>_images.txt`` and
+    returns its identity, recorded in the meta as ``dataset_identity``."""
     paths = label_paths(output_dir, name)
     if os.path.exists(paths["meta"]):
         os.unlink(paths["meta"])  # the set is incomplete until the new meta lands
@@ -95,6 +104,9 @@ def write_label_files(
     if pca_state is not None:
         atomic_write(paths["pca"], lambda f: np.savez(f, **pca_state))
         written["pca"] = paths["pca"]
+    if sample_list is not None:
+        meta = dict(meta, dataset_identity=sample_list(paths["images"]))
+        written["images"] = paths["images"]
     written["meta"] = paths["meta"]
     meta = dict(meta, labels_sha256=file_sha256(paths["labels"]), files=written)
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=2).encode()))
@@ -172,10 +184,18 @@ def load_cluster_labels(
         output_dir, name = os.path.split(path[: -len("_labels.npy")])
         meta = read_meta(output_dir, name)
     k = meta.get("num_clusters") if meta else None
-    if len(labels) and (labels.min() < 0 or (k is not None and labels.max() >= k)):
+    # images that did not decode (ON_BAD_IMAGE=skip) are -1, as many as the meta lists
+    skipped = int(((meta or {}).get("bad_images") or {}).get("count", 0))
+    negative = int((labels < 0).sum())
+    if len(labels) and (
+        labels.min() < -1
+        or negative != skipped
+        or (k is not None and labels.max() >= k)
+    ):
         raise ValueError(
             f"cluster label file {path} has labels in [{labels.min()}, {labels.max()}], "
-            f"outside [0, {k}) (K from its meta file): the file is corrupt, delete it"
+            f"outside [0, {k}) (K from its meta file; -1 only for the images its meta "
+            "lists under bad_images): the file is corrupt, delete it"
         )
     if meta is not None:
         verify_label_set(output_dir, name, meta)

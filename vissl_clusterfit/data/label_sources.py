@@ -24,6 +24,7 @@ them here; otherwise VISSL's code runs unchanged.
 
 import copy
 import logging
+import os
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -35,7 +36,9 @@ from vissl_clusterfit.data.cluster_labels import (
     clusterfit_output_dir,
     label_paths,
     load_cluster_labels,
+    read_meta,
 )
+from vissl_clusterfit.data.dataset_identity import check_sample_list, images_list_path
 from vissl_clusterfit.data.fashion_mnist_coarse import coarse_labels
 
 
@@ -73,6 +76,7 @@ def _cluster_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
         expected_len=n,
         what=f"DATA.{dataset.split} ({dataset.dataset_names[idx]})",
     )
+    _check_images(dataset, path)
     if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
         # GenericSSLDataset indexes label_objs with the source index of each subset
         # position: scatter so that position i still gets labels[i].
@@ -82,6 +86,23 @@ def _cluster_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
         full[dataset.image_and_label_subset] = labels
         return full
     return labels
+
+
+def _check_images(dataset: GenericSSLDataset, path: str) -> None:
+    """The split must serve the images the label file was made for (the list beside
+    it, <prefix>_images.txt, and its sha256 in the meta when there is one)."""
+    meta = None
+    if path.endswith("_labels.npy"):
+        meta = read_meta(*os.path.split(path[: -len("_labels.npy")]))
+    check_sample_list(
+        dataset,
+        meta.get("dataset_identity") if meta else None,
+        images_list_path(path),
+        f"DATA.{dataset.split} and cluster label file {path}",
+        "Re-cluster the current images (delete the label files, or with the "
+        "extract-and-cluster hook set config.VCF.CLUSTERFIT.ON_DATASET_CHANGE=recluster), "
+        "or restore the images the list names",
+    )
 
 
 def _coarse_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:

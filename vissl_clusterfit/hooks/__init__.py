@@ -18,6 +18,7 @@ from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
 from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
 from vissl_clusterfit.hooks.phase_timer_hook import PhaseTimerHook
 from vissl_clusterfit.hooks.rng_state_hook import RngStateHook
+from vissl_clusterfit.optim.schedule_length import check_schedules
 from vissl_clusterfit.train_steps.precision_train_step import check_precision_config
 
 
@@ -25,6 +26,7 @@ def hook_generator(cfg) -> List[ClassyHook]:
     # configs that reach us through VISSL's own launcher may lack the plugin's keys
     add_plugin_defaults(cfg)
     check_precision_config(cfg)
+    check_schedules(cfg)  # a step schedule longer than the run: refused before any work
     # first: its on_phase_end must run before VISSL's checkpoint hook writes
     hooks = [RngStateHook(), *default_hook_generator(cfg)]
     if cfg.VCF.CLUSTERFIT.ENABLED:

@@ -12,12 +12,21 @@ import logging
 from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
+from vissl_clusterfit.cluster_step.bad_images import name_failing_images
 from vissl_clusterfit.cluster_step.runtime_checks import (
     check_resume_head,
     check_transforms_fit,
 )
-from vissl_clusterfit.cluster_step.training import check_head, check_head_input
-from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
+from vissl_clusterfit.cluster_step.training import (
+    check_head,
+    check_head_input,
+    train_on_labelled_only,
+)
+from vissl_clusterfit.data.label_sources import (
+    CLUSTER_LABEL_SOURCE,
+    reload_labels,
+    served_labels,
+)
 from vissl_clusterfit.hooks.base import VcfHook
 
 
@@ -36,12 +45,15 @@ class ClusterFitHook(VcfHook):
         dataset = task.datasets.get("train") if hasattr(task, "datasets") else None
         if dataset is not None:
             check_transforms_fit(dataset, "config.DATA.TRAIN.TRANSFORMS")
+            name_failing_images(dataset)  # an image that breaks while N_cf trains
         meta = run_cluster_step(self.cfg, self.params, device=task.device)
         if dataset is None:
             return
         if CLUSTER_LABEL_SOURCE in dataset.label_sources:
             check_head(task, int(meta["num_clusters"]), NUM_CLUSTERS_KEY)
             reload_labels(dataset)
+            if meta.get("bad_images"):  # ON_BAD_IMAGE=skip: never draw those
+                train_on_labelled_only(task, self.cfg, served_labels(dataset))
         elif not self.params.distill:
             logging.warning(
                 "[vcf] DATA.TRAIN.LABEL_SOURCES does not contain vcf_cluster_labels: "

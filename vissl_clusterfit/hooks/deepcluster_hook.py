@@ -8,7 +8,8 @@ re-initialises the cluster head with its optimizer state (Sec. 3.4).
 
 Resume: the labels of the current round are part of the hook's classy state, which
 VISSL saves in every checkpoint, so a resumed run trains on the same targets instead of
-re-clustering from a different model.
+re-clustering from a different model; with the identity of the images they belong to
+(``deepcluster_images.txt``), so targets of other images are never resumed.
 
 Config params: ``config.VCF.DEEPCLUSTER`` (configs/vissl_clusterfit_defaults/plugin.yaml).
 """
@@ -20,6 +21,7 @@ from typing import Any, Dict
 import numpy as np
 
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
+from vissl_clusterfit.cluster_step.bad_images import name_failing_images
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
 from vissl_clusterfit.cluster_step.runtime_checks import (
@@ -31,6 +33,7 @@ from vissl_clusterfit.cluster_step.training import (
     install_labels,
     reset_head,
 )
+from vissl_clusterfit.data.dataset_identity import record_images, resumed_images_match
 from vissl_clusterfit.hooks.base import VcfHook
 
 
@@ -60,6 +63,7 @@ class DeepClusterHook(VcfHook):
     def on_start(self, task: Any) -> None:
         check_head_input(task)  # before the first re-clustering
         check_transforms_fit(task.datasets["train"], "config.DATA.TRAIN.TRANSFORMS")
+        name_failing_images(task.datasets["train"])  # a broken image names its file
         saved = self.checkpointed_state(task)
         if saved:
             self.set_classy_state(saved)
@@ -70,7 +74,18 @@ class DeepClusterHook(VcfHook):
             return
         p, epoch = self.params, task.train_phase_idx
         due = epoch - epoch % p.recluster_every
-        if self.state["clustered_epoch"] == due and self.state["labels"] is not None:
+        restored = (
+            self.state["clustered_epoch"] == due and self.state["labels"] is not None
+        )
+        if restored and self._installed_epoch is None:
+            restored = resumed_images_match(
+                task.datasets["train"],
+                self.state.get("dataset_identity"),
+                p.images_file,
+                p.on_dataset_change,
+                f"{KEY}.ON_DATASET_CHANGE",
+            )
+        if restored:
             if self._installed_epoch is None:
                 logging.info(
                     f"[vcf] DeepCluster: resuming with the targets of epoch {due}"
@@ -81,6 +96,7 @@ class DeepClusterHook(VcfHook):
             self._dataset = extraction_dataset(
                 self.cfg, transforms_list(p.transforms), "TRAIN", f"{KEY}.TRANSFORMS"
             )
+            name_failing_images(self._dataset)
         previous = self.state["labels"]
         labels = recluster(
             p,
@@ -92,7 +108,12 @@ class DeepClusterHook(VcfHook):
             np.asarray(previous) if previous is not None else None,
         )
         self.state.update(
-            round=self.state["round"] + 1, clustered_epoch=due, labels=labels
+            round=self.state["round"] + 1,
+            clustered_epoch=due,
+            labels=labels,
+            dataset_identity=record_images(
+                self._dataset, self.state.get("dataset_identity"), p.images_file
+            ),
         )
         self._install(task, labels, epoch, reset=p.reset_head)
 

@@ -1,0 +1,1 @@
+"""Optimizer settings that VISSL configs need adapted to a run (schedule length)."""
