@@ -18,7 +18,7 @@ Shared pieces:
 - ``measure``: timers and peak memory;
 - ``report``: tables, statistics over seeds (paired differences with t intervals) and
   plots;
-- ``plugin``: the one place the benchmarks import vissl_clusterfit's internals (and
+- ``plugin``: the one place the benchmarks import vissl_clusterfit's public names (and
   ``LAYERS``), so a package refactor is retargeted there.
 
 Importing this package imports nothing heavy: ``common``, ``measure`` and ``report`` need

@@ -1,5 +1,5 @@
 """Checkpoint load time: VISSL's init-weights path with classy-vision's upstream
-``broadcast_object`` vs the plugin's patched one (``vissl_clusterfit.compat``).
+``broadcast_object`` vs the plugin's patched one (``vissl_clusterfit.compat.patches``).
 
 VISSL initialises a model from ``MODEL.WEIGHTS_INIT.PARAMS_FILE`` with
 ``CheckpointLoader.load_and_broadcast_init_weights`` -> classy-vision's
@@ -282,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "VISSL load path = vissl.utils.checkpoint.CheckpointLoader.load_and_broadcast_init_weights "
         "(what MODEL.WEIGHTS_INIT.PARAMS_FILE triggers); 'upstream' swaps classy-vision's original "
         "broadcast_object back in for those calls, 'patched' is "
-        "vissl_clusterfit.compat._fast_broadcast_object.",
+        "vissl_clusterfit.compat.patches.fast_broadcast_object.",
         "'broadcast_object alone' times the broadcast of an already loaded checkpoint "
         "(rank 0 serialises it; other ranks receive and deserialise).",
         "With 1 process rank 0 returns its own object, so the identity check guards the load path; "

@@ -12,7 +12,7 @@ features are most specific to its pretext (Jigsaw's res5 the most). Here:
 - models per seed: RotNet and Jigsaw N_pre, N_pre 2x (2 x epochs), N_cf for a sweep of K
   (N_pre is trained once and shared by every K), and a random-init trunk;
 - probes per layer (conv1, res2..res5): VISSL linear probes through the pipeline (full
-  labels), and benchmarks.probes: k-NN (k=20, cosine), logistic regression on 10 and 100
+  labels), and benchmarks.probe_checkpoint: k-NN (k=20, cosine), logistic regression on 10 and 100
   labels per class, full-label logistic regression on digits;
 - mean and standard deviation over seeds (seed = SEED_VALUE of every stage and the k-means
   seed; the image subsets are fixed);

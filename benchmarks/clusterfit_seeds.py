@@ -10,10 +10,10 @@ N_cf's SEED_VALUE ``ncf_seed(s)``, the same epochs as N_pre), and one random-ini
 trunk (torch seed s). The control arm ``N_cf(random N_pre)``: N_cf for each K trained,
 by the same rules, on the clusters of that random-init trunk's res5 features; it asks
 whether N_cf's gain comes from N_pre or from cluster-and-retrain itself. Every
-checkpoint gets the control experiment's res5 probe (``vissl_clusterfit.control_probe``:
-logistic regression on fixed res5 features, trained on labelled train images,
-validated on train images outside D_pre, tested on the test split) on Fashion-MNIST's
-10 classes, the 4 kinds of tops and digits. Each N_cf family's K is chosen per
+checkpoint gets the control experiment's res5 probe
+(``vissl_clusterfit.experiments.control.probe``: logistic regression on fixed res5
+features, trained on labelled train images, validated on train images outside D_pre,
+tested on the test split) on Fashion-MNIST's 10 classes, the 4 kinds of tops and digits. Each N_cf family's K is chosen per
 (pretext, target, seed) on validation accuracy, never on test; ``--fixed-k`` is the
 secondary analysis without that choice. Differences are paired by seed: mean and 95%
 t interval (``benchmarks.seeds.analysis``).

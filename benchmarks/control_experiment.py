@@ -3,7 +3,7 @@ benchmark: supervised N_pre on noisy Fashion-MNIST labels for each noise rate p 
 seed, N_cf over a K sweep (K chosen on validation), distillation and prototype, res5
 linear probes on four targets, the paired differences and the pre-registered
 hypotheses (benchmarks/README.md, "Control experiment"). The work is
-``vissl_clusterfit.control_experiment`` (also ``tools/control_experiment.py``); this
+``vissl_clusterfit.experiments.control.driver`` (also ``tools/control_experiment.py``); this
 script runs a preset in ``benchmarks/_work/control_experiment_<preset>/`` (resumed when
 run again) and writes ``results/control_experiment_<preset>.{json,md,png}`` with the
 machine, commit and command.
@@ -29,6 +29,7 @@ Example (from the repository root)::
 same preset that this run does not train (its raw records, N_pre fits and clusters; K
 is chosen again), when every setting but the seeds and the folder is the same, and
 writes the joint report: seeds run in different sessions, one report.
+
 Other arguments (``control.<key>=<value>``, ``config.<KEY>=<value>``) go to the mode.
 """
 
@@ -49,7 +50,7 @@ def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str,
     they extract (Fashion-MNIST train + validation + test, digits' 1797)."""
     import dataclasses
 
-    from vissl_clusterfit.control_experiment import ControlSettings, ints, names
+    from benchmarks.plugin import ControlSettings, ints, names
 
     s = ControlSettings(preset=preset)
     fields = {f.name for f in dataclasses.fields(ControlSettings)}
@@ -147,7 +148,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             est = estimate(json.load(f), args.preset, args.img_per_s)
         print(json.dumps(est, indent=1))
         return est
-    from vissl_clusterfit.control_experiment import main as control_main
+    from benchmarks.plugin import control_main
 
     name = args.name or f"control_experiment_{args.preset}"
     out = args.output or os.path.join(common.WORK_DIR, name)

@@ -6,7 +6,7 @@ Per seed s (SEED_VALUE = clustering seed = s), on the first ``--images`` Fashion
 training images: DeepCluster (Sobel, K, ``--epochs``), a Sobel RotNet
 (``--rotnet-epochs``), DeeperCluster initialised from it (m x k, ``--deeper-epochs``)
 and a random network of the same Sobel architecture. Each is probed with
-``benchmarks.probes`` (full-label logistic regression = the primary probe at res5,
+``benchmarks.probe_checkpoint`` (full-label logistic regression = the primary probe at res5,
 k-NN, 10-label) on Fashion-MNIST and digits. Differences are paired per seed, with
 the mean and the 95% t interval (``benchmarks.report.paired_difference``). The
 re-clustering cost is each round's extraction + clustering time over the wall time
@@ -25,7 +25,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-from benchmarks import common, probes, report
+from benchmarks import common, probe_checkpoint, report
 from benchmarks.deepcluster_vs_random import rounds_of
 from benchmarks.plugin import LAYERS, Pipeline, PipelineSettings
 
@@ -173,7 +173,7 @@ def probe_all(args: argparse.Namespace, checkpoint: str) -> Dict[str, Dict[str, 
     cache = checkpoint + f".probes{args.probe_images}.json"
     if os.path.isfile(cache):
         return json.load(open(cache))
-    res = probes.probe_checkpoint(
+    res = probe_checkpoint.probe_checkpoint(
         checkpoint,
         None,
         targets=("fmnist", "digits"),

@@ -9,7 +9,7 @@ architecture (issue 4's acceptance check), layer by layer.
   input) and against the RotNet it started from.
 
 Probes per layer: VISSL's linear probe (``linear_fmnist_cpu``: ``--eval-images``
-labelled train images, all 10k test images) and ``probes.py``'s k-NN and few-label
+labelled train images, all 10k test images) and ``probe_checkpoint.py``'s k-NN and few-label
 logistic regression (10 / 100 labels per class) on Fashion-MNIST and digits.
 
 Example (from the repository root)::
@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-from benchmarks import common, probes
+from benchmarks import common, probe_checkpoint
 from benchmarks.plugin import LAYERS, Pipeline, PipelineSettings, accuracy_table
 
 
@@ -94,7 +94,7 @@ def rounds_of(folder: str) -> List[Dict[str, Any]]:
 
 
 def probe(args: argparse.Namespace, ckpt: str) -> Dict[str, Any]:
-    res = probes.probe_checkpoint(
+    res = probe_checkpoint.probe_checkpoint(
         ckpt,
         None,
         targets=("fmnist", "digits"),

@@ -34,17 +34,12 @@ OVERRIDES = [
 
 
 def untrained_npre(folder: str) -> str:
-    """A seeded (0), untrained RotNet trunk in VISSL's checkpoint layout."""
-    from vissl_clusterfit.checkpoints import save_untrained_trunk
-    from vissl_clusterfit.config import compose_config
+    """A seeded (0), untrained RotNet trunk in VISSL's checkpoint layout: the pipeline's
+    random-init baseline (``Pipeline.random_init_checkpoint``)."""
+    from benchmarks import plugin
 
-    path = os.path.join(folder, "model_final_checkpoint_phase0.torch")
-    if os.path.isfile(path):
-        return path
-    _, cfg = compose_config(
-        ["config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu"], dump_config=False
-    )
-    return save_untrained_trunk(path, cfg.MODEL, seed=0)
+    settings = plugin.PipelineSettings(output_dir=folder, scale="cpu", seed=0)
+    return plugin.Pipeline(settings, []).random_init_checkpoint()
 
 
 def run(out: str, npre: str, backend: str) -> Dict[str, str]:

@@ -3,7 +3,7 @@
 Everything the benchmarks need from the package comes through this module, so when the
 package is reorganised (as when the cluster step moved from ``hooks/`` to
 ``cluster_step/``) only these imports are retargeted. ``LAYERS`` is the package's one
-definition of the probed layers (``vissl_clusterfit.report``). Where a public, config-driven contract exists the benchmarks use
+definition of the probed layers (``vissl_clusterfit.experiments.pipeline.report``). Where a public, config-driven contract exists the benchmarks use
 it instead: the cluster step's label files and its meta file
 ``<OUTPUT_DIR>/<NAME>_meta.json`` (with ``"time_s": {"extract", "cluster"}``).
 
@@ -24,7 +24,6 @@ import torch
 
 import vissl_clusterfit  # noqa: F401  registers the plugin, applies the compat patches
 from vissl_clusterfit import clustering  # noqa: F401  (pure k-means, PCA, metrics)
-from vissl_clusterfit import control_report  # paired CIs, K chosen on validation
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     run_cluster_step as _run_cluster_step,
@@ -35,18 +34,28 @@ from vissl_clusterfit.cluster_step.extraction import (
     pool_features,
 )
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
-from vissl_clusterfit.compat import (  # the patched function checkpoint_load compares
-    _fast_broadcast_object as patched_broadcast_object,
+from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
+    fast_broadcast_object as patched_broadcast_object,
 )
 from vissl_clusterfit.config import compose_config
-from vissl_clusterfit.control_probe import cached_probe  # res5 probe with validation
 from vissl_clusterfit.data.cluster_labels import label_paths
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
-from vissl_clusterfit.pipeline import Pipeline, PipelineSettings
-from vissl_clusterfit.report import LAYERS, accuracy_table
+from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
+from vissl_clusterfit.experiments.control import (  # paired CIs, K chosen on validation
+    report as control_report,
+)
+from vissl_clusterfit.experiments.control.driver import main as control_main
+from vissl_clusterfit.experiments.control.probe import (
+    cached_probe,  # res5 probe with validation
+)
+from vissl_clusterfit.experiments.control.settings import ControlSettings, ints, names
+from vissl_clusterfit.experiments.pipeline.driver import Pipeline
+from vissl_clusterfit.experiments.pipeline.report import LAYERS, accuracy_table
+from vissl_clusterfit.experiments.pipeline.settings import PipelineSettings
 
 
 __all__ = [
+    "ControlSettings",
     "FMNIST_PATH",
     "LAYERS",
     "Pipeline",
@@ -56,15 +65,19 @@ __all__ = [
     "cached_probe",
     "clustering",
     "compose_config",
+    "control_main",
     "control_report",
     "dataset_labels",
     "extract_features",
     "extraction_dataset",
+    "ints",
     "marked_clustering_start",
+    "names",
     "patched_broadcast_object",
     "pool_features",
     "read_step_meta",
     "run_cluster_step",
+    "save_untrained_trunk",
     "step_features",
     "step_labels",
 ]

@@ -4,10 +4,11 @@
 - statistics over seeds: mean and sample standard deviation, and the difference of two
   models with its standard error and a 95% confidence interval from Student's t
   distribution (paired by seed when both were measured on the same seeds, else Welch);
-  the t quantile is computed here (regularised incomplete beta), without scipy;
+  the t quantile is scipy's, as in ``vissl_clusterfit.experiments.control.report``;
 - plots: accuracy per layer, one panel per (probe, model family), as ClusterFit Fig. 4.
 
-Nothing here imports torch, VISSL or the plugin, so it is cheap to import and to test.
+Nothing here imports torch, VISSL or the plugin (scipy only when an interval is
+computed), so it is cheap to import and to test.
 """
 
 import dataclasses
@@ -93,76 +94,6 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Lentz's continued fraction of the incomplete beta function (Numerical Recipes
-    3rd ed., Sec. 6.4), converging for x < (a + 1) / (a + b + 2)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for aa in (
-            m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m)),
-        ):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
-            break
-    return h
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b)
-        - math.lgamma(a)
-        - math.lgamma(b)
-        + a * math.log(x)
-        + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t distribution with ``df`` degrees of freedom."""
-    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df`` (> 0, not necessarily integer)
-    degrees of freedom, by bisection on ``t_cdf`` (about 1e-12 relative)."""
-    if not 0.0 < p < 1.0 or not df > 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, 2.0 * hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
 @dataclasses.dataclass(frozen=True)
 class Difference:
     """Mean of A minus mean of B over seeds, with its standard error, the degrees of
@@ -203,7 +134,9 @@ class Difference:
 def _with_interval(
     diff: float, n: int, paired: bool, se: float, df: float, confidence: float
 ) -> Difference:
-    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    from scipy import stats  # the t quantile the package's reports use too
+
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * se
     return Difference(diff, n, paired, se, df, diff - half, diff + half, confidence)
 
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import vissl_clusterfit
-from vissl_clusterfit.config import add_plugin_defaults, plugin_defaults
-from vissl_clusterfit.launcher import compose_config
-from vissl_clusterfit.pipeline_settings import ncf_seed
+from vissl_clusterfit.config import add_plugin_defaults, compose_config, plugin_defaults
+from vissl_clusterfit.experiments.pipeline.settings import ncf_seed
 
 
 CONFIG_ROOT = os.path.join(

@@ -4,33 +4,19 @@
     python tools/clusterfit_pipeline.py pipeline.output_dir=./runs/demo \
         pipeline.pretexts=rotnet,jigsaw pipeline.num_clusters=50 pipeline.with_2x=true
 
-Settings: pipeline.<key>=<value> (see vissl_clusterfit/pipeline.py: PipelineSettings);
-config.<KEY>=<value> arguments go to every VISSL stage. Each stage is skipped when its
-outputs exist. Writes report.json, report.md and PNG plots into pipeline.output_dir and
-prints the per-layer table.
+The same as the console script ``vissl-clusterfit-pipeline``; the logic is
+``vissl_clusterfit/experiments/pipeline/driver.py`` (settings: ``pipeline.<key>=<value>``,
+see its ``settings.py``; ``config.<KEY>=<value>`` arguments go to every VISSL stage).
 """
-import sys
+
 import warnings
 
 
-# the stack's deprecation chatter (torchvision, pkg_resources, torch.jit) would bury the
-# pipeline's own progress lines; each stage's full log is in <stage>/stdout.log
+# the stack's deprecation chatter at import would bury the progress lines (each stage's
+# full log is in <stage>/stdout.log)
 warnings.filterwarnings("ignore")
 
-from vissl_clusterfit.pipeline import main as pipeline_main  # noqa: E402
-from vissl_clusterfit.report import accuracy_table  # noqa: E402
-
-
-def main(argv) -> None:
-    report = pipeline_main(argv)
-    for target, results in report["linear_top1"].items():
-        print(f"\nLinear probe top-1 (%) on {target}, per layer:\n")
-        print(accuracy_table(results))
-    print(f"\nReport: {report['settings']['output_dir']}/report.md")
-
-
-def invoke_main() -> None:
-    main(sys.argv[1:])
+from vissl_clusterfit.experiments.pipeline.driver import invoke_main  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Run a VISSL engine (train, extract_features, vcf_cluster) with the plugin's hooks.
+"""Run a VISSL engine (train, extract_features, vcf_cluster) with the plugin's hooks
+(the same as ``python -m vissl_clusterfit.launch`` and the console script
+``vissl-clusterfit``).
 
 Same arguments as VISSL's tools/run_distributed_engines.py:
 
@@ -12,7 +14,7 @@ Same arguments as VISSL's tools/run_distributed_engines.py:
         config=vissl_clusterfit/clusterfit/ncf_rotnet_fmnist_cpu \
         config.VCF.CLUSTERFIT.NPRE_CHECKPOINT=./runs/rotnet/model_final_checkpoint_phase9.torch
 """
-from vissl_clusterfit.launcher import hydra_main, invoke_main, main  # noqa: F401
+from vissl_clusterfit.launch.launcher import invoke_main
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def compose_config(overrides: List[str], dump_config: bool = True) -> Tuple[Any,
     from omegaconf import OmegaConf
     from vissl.utils.hydra_config import convert_to_attrdict
 
-    from vissl_clusterfit import compat
+    from vissl_clusterfit.compat import patches as compat
 
     cfg = compat.compose_hydra_configuration(overrides)
     # our configs tie values together with ${config...} interpolations (e.g. the N_cf

@@ -186,7 +186,7 @@ def _intro(payload: Dict[str, Any]) -> List[str]:
         f"({images} images); N_pre and N_cf {s['epochs']} epochs, N_pre 2x "
         f"{2 * s['epochs']}; probes on frozen features per layer. Cells: mean ± sample "
         "std over seeds (no std with one seed). k-NN and logistic regression: "
-        "benchmarks.probes; few-label probes average "
+        "benchmarks.probe_checkpoint; few-label probes average "
         f"{s['probe_draws']} seeded draws of the labelled images.",
         "",
     ]

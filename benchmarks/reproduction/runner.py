@@ -1,5 +1,5 @@
 """The runs of one seed: one pipeline per K (N_pre, N_pre 2x and random init shared
-through the seed's output folder), then ``benchmarks.probes`` on every checkpoint.
+through the seed's output folder), then ``benchmarks.probe_checkpoint`` on every checkpoint.
 Finished stages and probes are reused when the same settings run again."""
 
 import json
@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any, Dict, List, Tuple
 
-from benchmarks import plugin, probes
+from benchmarks import plugin, probe_checkpoint
 from benchmarks.reproduction.settings import Preset, ints, names
 
 
@@ -119,7 +119,7 @@ def probe_model(
             return cached["result"], cached["time_s"], False
     print(f"[repro] probes {label}: {ckpt}", flush=True)
     t0 = time.time()
-    result = probes.probe_checkpoint(ckpt, config_name, **kwargs)
+    result = probe_checkpoint.probe_checkpoint(ckpt, config_name, **kwargs)
     elapsed = round(time.time() - t0, 1)
     print(f"[repro] probes {label}: done in {elapsed:.0f}s", flush=True)
     os.makedirs(os.path.dirname(path), exist_ok=True)

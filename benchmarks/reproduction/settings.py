@@ -35,11 +35,11 @@ class Preset:
     eval_train_limit: int = 5000           # VISSL linear probe: train images (-1 = 60k)
     eval_test_limit: int = 5000            # VISSL linear probe: test images (-1 = 10k)
     eval_epochs: int = 3
-    # VISSL linear probes on digits too (probes.py's full-label logistic regression
+    # VISSL linear probes on digits too (probe_checkpoint.py's full-label logistic regression
     # covers digits)
     eval_digits: bool = False
     num_proc: int = 1
-    probes: bool = True                    # benchmarks.probes on every checkpoint
+    probes: bool = True                    # benchmarks.probe_checkpoint on every checkpoint
     probe_targets: str = "fmnist,digits"
     probe_n_train: int = 5000              # Fashion-MNIST images for k-NN / logistic regression
     probe_n_test: int = 5000               # the same seeded test subset as eval_test_limit
@@ -97,7 +97,7 @@ FLAG_HELP = {
     "eval_epochs": "VISSL linear probe epochs",
     "eval_digits": "also VISSL linear probes on digits",
     "num_proc": "processes per VISSL stage",
-    "probes": "run benchmarks.probes (k-NN, few-label) on every checkpoint",
+    "probes": "run benchmarks.probe_checkpoint (k-NN, few-label) on every checkpoint",
     "probe_targets": "probes targets: fmnist,digits",
     "probe_n_train": "probes' Fashion-MNIST train images (-1 = 60k)",
     "probe_n_test": "probes' Fashion-MNIST test images (-1 = 10k)",

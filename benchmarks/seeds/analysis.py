@@ -2,7 +2,7 @@
 ("Pre-registered: the self-supervised reproduction, 10 seeds, with a random-N_pre
 control").
 
-Models per (pretext, seed, target), in records of ``vissl_clusterfit.control_report``'s
+Models per (pretext, seed, target), in records of ``vissl_clusterfit.experiments.control.report``'s
 layout (``variant`` = the pretext, ``p`` = 0): ``N_pre``, ``N_pre 2x``, ``random init``,
 ``N_cf K=<k>`` (clusters of N_pre's res5 features) and ``N_cf(random N_pre) K=<k>``
 (clusters of the seed's random-init trunk's res5 features; the same records under

@@ -9,7 +9,6 @@ import torch
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
 from vissl_clusterfit import clustering
-from vissl_clusterfit.checkpoints import save_untrained_trunk
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     extraction as fx,
@@ -18,6 +17,7 @@ from vissl_clusterfit.cluster_step import (
 )
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.cluster_labels import label_paths, read_meta
+from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
 
 
 def cluster_dataset(cfg):

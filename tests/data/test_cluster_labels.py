@@ -1,9 +1,12 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from vissl_clusterfit.data import cluster_labels as cl
+from vissl_clusterfit.io import tmp_path_for
 
 
 def _write(tmp_path, labels, k=3, name="cf"):
@@ -84,12 +87,17 @@ def test_label_files_get_the_umask_mode_and_meta_lists_written_files(tmp_path):
 
 
 def test_stale_tmp_files_of_a_killed_write_are_removed(tmp_path):
-    stale = tmp_path / "cf_labels.npy.abc123.tmp"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ours = os.path.basename(tmp_path_for(str(tmp_path / "cf_labels.npy")))
+    stale = tmp_path / ours.replace(f"-{os.getpid()}.tmp", f"-{dead.pid}.tmp")
     stale.write_bytes(b"half a file")
-    other = tmp_path / "other_labels.npy.xyz.tmp"  # another prefix: left alone
-    other.write_bytes(b"x")
+    live = tmp_path / ours.replace("cf_labels", "other_labels")  # a live writer's
+    live.write_bytes(b"x")
+    foreign = tmp_path / "cf_labels.npy.abc123.tmp"  # not our pattern: left alone
+    foreign.write_bytes(b"x")
     _write(tmp_path, np.array([0, 1, 2]))
-    assert not stale.exists() and other.exists()
+    assert not stale.exists() and live.exists() and foreign.exists()
 
 
 def test_unreadable_meta_and_deleted_labels_name_the_file(tmp_path):

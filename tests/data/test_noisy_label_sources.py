@@ -9,8 +9,8 @@ import pytest
 
 import vissl_clusterfit  # noqa: F401
 from tests.conftest import data_overrides
+from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.fashion_mnist import load_fashion_mnist
-from vissl_clusterfit.launcher import compose_config
 
 
 def dataset(tmp_path, idx_dir, *overrides, config="pretrain/supervised_fmnist_cpu"):

@@ -118,7 +118,7 @@ def test_generic_ssl_dataset_with_our_label_source(idx_dir):
     from vissl.data import build_dataset
 
     from tests.conftest import data_overrides
-    from vissl_clusterfit.launcher import compose_config
+    from vissl_clusterfit.config import compose_config
 
     _, cfg = compose_config(
         [

@@ -4,7 +4,7 @@ training configs of our shipped N_pre and on train_config.yaml-like dicts."""
 import pytest
 
 import vissl_clusterfit  # noqa: F401
-from vissl_clusterfit.launcher import compose_config
+from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.losses.distillation_teacher import (
     check_distillation_labels,
     check_distillation_teacher,

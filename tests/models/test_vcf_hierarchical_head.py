@@ -82,7 +82,7 @@ def test_head_and_loss_through_vissl_config_model_and_backward(tmp_path):
     model, and train one step's worth of gradient through the registered loss."""
     from vissl.models import build_model
 
-    from vissl_clusterfit.launcher import compose_config
+    from vissl_clusterfit.config import compose_config
 
     _, cfg = compose_config(
         [

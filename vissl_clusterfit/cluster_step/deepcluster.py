@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import checks, extraction
+from vissl_clusterfit.cluster_step import extraction, runtime_checks
 from vissl_clusterfit.cluster_step.deepcluster_params import DeepClusterParams
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.clustering.comm import broadcast_from_rank0, rank_and_world
@@ -37,7 +37,7 @@ def recluster(
     with preserved_rng():
         was_training = trunk.training
         t0 = time.time()
-        checks.check_layer(
+        runtime_checks.check_layer(
             trunk, params.feature_layer, "config.VCF.DEEPCLUSTER.FEATURE_LAYER"
         )
         feats = extraction.extract_features(

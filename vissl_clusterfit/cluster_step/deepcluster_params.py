@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from vissl_clusterfit.cluster_step.data_checks import check_extraction_transforms
+from vissl_clusterfit.cluster_step.config_checks import check_extraction_transforms
 from vissl_clusterfit.cluster_step.params import (
     KMEANS_BACKENDS,
     POOLINGS,

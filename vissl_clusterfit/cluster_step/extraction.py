@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vissl_clusterfit.cluster_step.checks import (
+from vissl_clusterfit.cluster_step.runtime_checks import (
     check_data_limit,
     check_layer,
     check_transforms_fit,

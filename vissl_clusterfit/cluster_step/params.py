@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from vissl_clusterfit.cluster_step.data_checks import (
+from vissl_clusterfit.cluster_step.config_checks import (
     check_assign_test_split,
     check_extraction_transforms,
 )

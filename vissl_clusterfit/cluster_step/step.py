@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import checks, extraction, npre
+from vissl_clusterfit.cluster_step import extraction, npre, runtime_checks
 from vissl_clusterfit.cluster_step.params import ClusterFitParams, transforms_list
 from vissl_clusterfit.cluster_step.rng import preserved_rng
 from vissl_clusterfit.cluster_step.routes import (
@@ -122,7 +122,7 @@ def _extract(
     trunks = _npre_trunks(params)
     for i, (trunk, layer, _) in enumerate(trunks):
         key = "FEATURE_LAYER" if i == 0 else f"EXTRA_NPRE[{i - 1}].FEATURE_LAYER"
-        checks.check_layer(trunk, layer, f"config.VCF.CLUSTERFIT.{key}")
+        runtime_checks.check_layer(trunk, layer, f"config.VCF.CLUSTERFIT.{key}")
     feats = extraction.extract_features(
         trunks, dataset, params.batch_size, device, params.num_workers, **kwargs
     )

@@ -13,19 +13,19 @@ For a prefix ``<dir>/<name>`` the files are
   dataset name and length, seed, metrics, and ``fingerprint``: a hash of everything that
   determines the labels. It is written last: a prefix without it is incomplete.
 
-Every file is written to a temporary name and renamed (atomic on POSIX), so a run killed
-while writing leaves either the old complete set or no meta file, never a half file that
-looks complete.
+Every file is written with ``vissl_clusterfit.io.atomic_write`` (a temporary name, then
+a rename), so a run killed while writing leaves either the old complete set or no meta
+file, never a half file that looks complete.
 """
 
-import glob
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+from vissl_clusterfit.io import atomic_write, remove_stale_tmp_files
 
 
 META_SUFFIX = "_meta.json"
@@ -64,43 +64,6 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: str, write: Any) -> None:
-    """Write through ``<path>.<random>.tmp`` + rename; the file gets the mode a plain
-    ``open`` would give (mkstemp's 0600 would hide the labels from other users)."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_tmp(output_dir: str, name: str) -> int:
-    """Delete ``<name>_*.tmp`` files left by a killed write; returns how many."""
-    stale = glob.glob(
-        os.path.join(glob.escape(output_dir), glob.escape(name) + "_*.tmp")
-    )
-    for path in stale:
-        os.unlink(path)
-    return len(stale)
-
-
 def save_npy(path: str, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array))
 
@@ -119,7 +82,7 @@ def write_label_files(
     paths = label_paths(output_dir, name)
     if os.path.exists(paths["meta"]):
         os.unlink(paths["meta"])  # the set is incomplete until the new meta lands
-    remove_stale_tmp(output_dir, name)
+    remove_stale_tmp_files(output_dir)
     arrays = {
         "labels": np.asarray(labels, dtype=np.int64),
         "centroids": np.asarray(centroids, dtype=np.float32),

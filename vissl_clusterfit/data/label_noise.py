@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from vissl_clusterfit.data.cluster_labels import atomic_write
+from vissl_clusterfit.io import atomic_write
 
 
 CONFIG_KEY = "VCF_LABEL_NOISE"

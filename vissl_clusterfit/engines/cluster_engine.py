@@ -14,7 +14,7 @@ from vissl.utils.env import set_env_vars
 from vissl.utils.logger import setup_logging, shutdown_logging
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
-from vissl_clusterfit.compat import shutdown_process_group
+from vissl_clusterfit.compat.patches import shutdown_process_group
 
 
 @register_engine("vcf_cluster")

@@ -12,7 +12,10 @@ import logging
 from typing import Any
 
 from vissl_clusterfit.cluster_step import ClusterFitParams, run_cluster_step
-from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
+from vissl_clusterfit.cluster_step.runtime_checks import (
+    check_resume_head,
+    check_transforms_fit,
+)
 from vissl_clusterfit.cluster_step.training import check_head, check_head_input
 from vissl_clusterfit.data.label_sources import CLUSTER_LABEL_SOURCE, reload_labels
 from vissl_clusterfit.hooks.base import VcfHook

@@ -20,9 +20,12 @@ from typing import Any, Dict
 import numpy as np
 
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
-from vissl_clusterfit.cluster_step.checks import check_resume_head, check_transforms_fit
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
 from vissl_clusterfit.cluster_step.params import transforms_list
+from vissl_clusterfit.cluster_step.runtime_checks import (
+    check_resume_head,
+    check_transforms_fit,
+)
 from vissl_clusterfit.cluster_step.training import (
     check_head_input,
     install_labels,
