@@ -178,10 +178,17 @@ def results_path(name: str, ext: str) -> str:
 
 
 def write_json(path: str, payload: Dict[str, Any]) -> str:
-    """``payload`` as indented JSON (numpy scalars and arrays as plain values)."""
-    with open(path, "w") as f:
+    """``payload`` as indented JSON (numpy scalars and arrays as plain values), written
+    to a temporary file and renamed: a killed benchmark leaves the old file or the new
+    one, never half of one (resumable benchmarks read their own files back). Not
+    vissl_clusterfit's ``atomic_write``: this module imports only the standard library.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(payload, f, indent=2, default=_json_default)
         f.write("\n")
+    os.replace(tmp, path)
     return path
 
 

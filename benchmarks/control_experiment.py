@@ -21,6 +21,14 @@ Example (from the repository root)::
         --estimate-from benchmarks/_work/control_experiment_tiny/report.json
     .venv/bin/python -m benchmarks.control_experiment --preset small
     .venv/bin/python -m benchmarks.control_experiment --preset full   # background
+    .venv/bin/python -m benchmarks.control_experiment --preset full control.seeds=1,2 \
+        --name control_experiment_full_seeds012 \
+        --reuse-seeds-from benchmarks/results/control_experiment_full.json
+
+``--reuse-seeds-from <results json>`` adds the seeds of an earlier results file of the
+same preset that this run does not train (its raw records, N_pre fits and clusters; K
+is chosen again), when every setting but the seeds and the folder is the same, and
+writes the joint report: seeds run in different sessions, one report.
 
 Other arguments (``control.<key>=<value>``, ``config.<KEY>=<value>``) go to the mode.
 """
@@ -90,7 +98,47 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--name", default="", help="results stem (default by preset)")
     p.add_argument("--estimate-from", default="", help="report.json of an earlier run")
     p.add_argument("--img-per-s", type=float, default=320.0)
+    p.add_argument("--reuse-seeds-from", default="", help="an earlier results json")
     return p.parse_known_args(argv)
+
+
+SEED_LISTS = ("records", "npre_fit", "clusters")  # per-seed items of a report
+
+
+def with_reused_seeds(
+    report: Dict[str, Any], path: str, out_dir: str
+) -> Dict[str, Any]:
+    """``report`` joined with the seeds of the results file ``path`` that it lacks,
+    re-rendered into ``out_dir`` (``control_report.write_report``: K chosen again on
+    validation over the joint raw records). ValueError when a setting other than the
+    seeds and the folder differs."""
+    from benchmarks.plugin import control_report
+
+    with open(path) as f:
+        old_file = json.load(f)
+    old = old_file["report"]
+    same = ("output_dir", "seeds")
+    for key, value in report["settings"].items():
+        if key not in same and old["settings"].get(key) != value:
+            raise ValueError(
+                f"--reuse-seeds-from {path}: its control.{key}="
+                f"{old['settings'].get(key)!r} differs from this run's {value!r}: its "
+                "seeds cannot join this report (drop --reuse-seeds-from)"
+            )
+    ran = {r["seed"] for r in report["records"]}
+    joint = dict(report)
+    for key in SEED_LISTS:
+        reused = [x for x in old.get(key, []) if x["seed"] not in ran]
+        joint[key] = [*reused, *report.get(key, [])]
+    joint["records"] = [r for r in joint["records"] if r["model"] != "N_cf"]
+    seeds = sorted({r["seed"] for r in joint["records"]})
+    joint["settings"] = dict(report["settings"], seeds=",".join(map(str, seeds)))
+    joint["reused_seeds"] = {
+        "path": path,
+        "seeds": sorted({r["seed"] for r in old["records"]} - ran),
+        "commit": old_file.get("machine", {}).get("git_commit", "unknown"),
+    }
+    return control_report.write_report(out_dir, joint)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -108,6 +156,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     report = control_main(
         [f"control.preset={args.preset}", f"control.output_dir={out}", *rest]
     )
+    if args.reuse_seeds_from:
+        report = with_reused_seeds(report, args.reuse_seeds_from, out)
     plot = common.results_path(name, "png")
     shutil.copyfile(os.path.join(out, "fig3_control.png"), plot)
     payload = {"benchmark": name, "machine": machine, "wall_time_s": common.elapsed_s()}
