@@ -37,19 +37,36 @@ def records_path(out: str, seed: int) -> str:
     return os.path.join(out, f"seed{seed}", "records.json")
 
 
+def committed_path(out: str, seed: int) -> str:
+    """The committed copy of a finished seed's records:
+    ``results/clusterfit_seeds_finished/<settings hash>/seed<s>.json``.
+
+    The work dir (``benchmarks/_work``) is git-ignored and a fresh checkout starts
+    without it; the run takes days of CPU time over several sessions, so a finished
+    seed must survive in the repository, keyed by the work dir's settings hash."""
+    name = os.path.basename(os.path.normpath(out))
+    return os.path.join(
+        common.RESULTS_DIR, "clusterfit_seeds_finished", name, f"seed{seed}.json"
+    )
+
+
 def load_finished(out: str, seeds: Sequence[int]) -> Dict[int, Dict[str, Any]]:
-    """seed -> its records file's content, for the ``seeds`` that are finished."""
+    """seed -> its records file's content, for the ``seeds`` that are finished (in the
+    work dir, or committed by an earlier session)."""
     done = {}
     for s in seeds:
-        path = records_path(out, s)
-        if os.path.isfile(path):
-            with open(path) as f:
-                done[s] = json.load(f)
+        for path in (records_path(out, s), committed_path(out, s)):
+            if os.path.isfile(path):
+                with open(path) as f:
+                    done[s] = json.load(f)
+                break
     return done
 
 
 def save_finished(out: str, seed: int, payload: Dict[str, Any]) -> str:
-    """Mark ``seed`` finished (atomically: a killed run leaves no half file)."""
+    """Mark ``seed`` finished (atomically: a killed run leaves no half file), in the
+    work dir and as the copy to commit (``committed_path``)."""
+    common.write_json(committed_path(out, seed), payload)
     return common.write_json(records_path(out, seed), payload)
 
 

@@ -167,6 +167,24 @@ def test_finished_seeds_are_never_recomputed_and_reported_so_far(tmp_path, monke
     assert primary["n"] == 3 and primary["verdict"].startswith("interim")
 
 
+def test_a_committed_seed_is_reused_by_a_fresh_checkout(tmp_path, monkeypatch):
+    """The work dir is git-ignored: a finished seed also lands under results/, and a
+    checkout without the work dir takes it from there instead of training again."""
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path / "results"))
+    calls = []
+    _fake_stages(monkeypatch, calls)
+    cs.main(_args(tmp_path, "0"))
+    committed = store.committed_path(str(tmp_path / "w"), 0)
+    assert committed.startswith(str(tmp_path / "results")), committed
+    with open(committed) as f:
+        saved = json.load(f)
+    (tmp_path / "w" / "seed0" / "records.json").unlink()  # a fresh checkout
+    r = cs.main(_args(tmp_path, "0,1"))
+    assert calls == [(0, True), (1, True)], calls  # seed 0 not trained again
+    assert r["seeds_finished"] == [0, 1]
+    assert store.load_finished(str(tmp_path / "w"), [0])[0] == saved
+
+
 def test_a_killed_seed_leaves_the_report_of_the_seeds_before(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path / "results"))
     calls = []
