@@ -172,9 +172,9 @@ def settings_work_dir(benchmark: str, args: Any, ignore: Sequence[str] = ()) -> 
     return os.path.join(WORK_DIR, benchmark, digest)
 
 
-def results_path(name: str, ext: str) -> str:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    return os.path.join(RESULTS_DIR, f"{name}.{ext}")
+def results_path(name: str, ext: str, out_dir: str = RESULTS_DIR) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    return os.path.join(out_dir, f"{name}.{ext}")
 
 
 def write_json(path: str, payload: Dict[str, Any]) -> str:
@@ -205,8 +205,10 @@ def write_results(
     data: Dict[str, Any],
     notes: Sequence[str] = (),
     title: str = "",
+    out_dir: str = RESULTS_DIR,
 ) -> Dict[str, str]:
-    """Write ``results/<name>.json`` (everything) and ``results/<name>.md`` (readable).
+    """Write ``results/<name>.json`` (everything) and ``results/<name>.md`` (readable)
+    (in ``out_dir`` instead of ``results/`` when given, e.g. a device run's output).
 
     ``tables``: ``{"title": str, "columns": [...], "rows": [dict, ...]}`` each.
     Returns the two paths.
@@ -223,7 +225,7 @@ def write_results(
         "data": data,
         "notes": list(notes),
     }
-    json_path = write_json(results_path(name, "json"), payload)
+    json_path = write_json(results_path(name, "json", out_dir), payload)
     md = [f"# {title or name}", ""]
     md += header_lines(machine, [f"wall time of the benchmark: {wall} s"]) + [""]
     for table in tables:
@@ -231,7 +233,7 @@ def write_results(
         md += [f"## {table['title']}", "", body, ""]
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    md_path = write_text(results_path(name, "md"), "\n".join(md))
+    md_path = write_text(results_path(name, "md", out_dir), "\n".join(md))
     return {"json": json_path, "md": md_path}
 
 

@@ -61,6 +61,7 @@ from benchmarks.report import format_table, print_table  # noqa: E402
 # The package's torch k-means route, through the benchmarks' one import point.
 distributed_kmeans = plugin.clustering.distributed_kmeans
 nearest_centroids = plugin.clustering.nearest_centroids
+nearest_centroids_bytes = plugin.clustering.nearest_centroids_bytes
 
 
 IMAGENET_N = 1_281_167
@@ -193,7 +194,8 @@ def _fit_rows(args: argparse.Namespace, device: torch.device) -> Tuple[int, str]
         return args.n, ""
     free, _ = torch.cuda.mem_get_info(device)
     per_row = args.d * 4 * 1.25
-    fixed = 6 * args.k * args.d * 8 + 2**31  # centroids, sums, blocks
+    # float64 centroids, sums and their all-reduce buffer; the assignment's blocks.
+    fixed = 3 * args.k * args.d * 8 + nearest_centroids_bytes(args.n, args.d, args.k)
     fit = int((free - fixed) / per_row)
     if fit >= args.n:
         return args.n, ""

@@ -24,9 +24,10 @@ import torch
 
 import vissl_clusterfit  # noqa: F401  registers the plugin, applies the compat patches
 from vissl_clusterfit import clustering  # noqa: F401  (pure k-means, PCA, metrics)
-from vissl_clusterfit.cluster_step import feature_store  # shards on disk (scale)
-from vissl_clusterfit.cluster_step import (
+from vissl_clusterfit.cluster_step import (  # disk_route, feature_store: scale
     ClusterFitParams,
+    disk_route,
+    feature_store,
     run_cluster_step as _run_cluster_step,
 )
 from vissl_clusterfit.cluster_step.extraction import (
@@ -78,6 +79,7 @@ __all__ = [
     "build_npre_trunk",
     "cached_probe",
     "clustering",
+    "disk_route",
     "compose_config",
     "control_main",
     "control_report",

@@ -13,12 +13,14 @@ import torch
 from sklearn.datasets import make_blobs
 
 from vissl_clusterfit.clustering import (
+    apply_preprocessing,
     backend,
     bounded,
     bounded_kmeans,
     choose_backend,
     distributed_kmeans,
     nearest_centroids,
+    nearest_centroids_bytes,
     preprocess_features,
     run_kmeans,
     training_sample,
@@ -151,3 +153,47 @@ def test_auto_backend_prefers_faiss_gpu_then_torch_on_cuda(monkeypatch) -> None:
     assert choose_backend("faiss")[0] == "faiss-gpu"
     with pytest.raises(ValueError, match="k-means backend 'gpu'"):
         choose_backend("gpu")
+
+
+def test_device_pins_the_backend_or_says_why_not(monkeypatch) -> None:
+    monkeypatch.setattr(backend, "faiss_has_gpu", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert choose_backend("torch", "cpu") == ("torch-cpu", torch.device("cpu"))
+    assert choose_backend("auto", "cpu")[0] == "faiss-cpu"
+    assert choose_backend("auto", "cuda")[0] == "torch-cuda"
+    assert choose_backend("torch", "cuda")[0] == "torch-cuda"
+    with pytest.raises(ValueError, match="needs a faiss build with GPU support"):
+        choose_backend("faiss", "cuda")
+    with pytest.raises(ValueError, match="k-means device 'gpu'"):
+        choose_backend("torch", "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):
+        choose_backend("torch", "cuda")
+
+
+def test_torch_route_pinned_to_the_cpu_streams_every_chunk_there() -> None:
+    """The code path the GPU runs, on device='cpu': the torch-cpu route trains on
+    the sample and assigns chunk by chunk; the labels equal one nearest-centroid
+    pass over all pre-processed rows (the chunking changes nothing)."""
+    x, k = _blobs(n=2500, d=24), 10
+    kw = dict(rows_per_centroid=60, niter=6, seed=4, pca_dim=12, device="cpu")
+    res, source = _bounded(x, k, chunk_rows=300, backend="torch", **kw)
+    assert res.backend == "torch-cpu" and res.sample_rows == 600
+    np.testing.assert_array_equal(source.taken[0], training_sample(2500, k, 60, 4))
+    # The PCA fitted on the sample, applied to all rows at once.
+    allx = apply_preprocessing(x.copy(), res.pca, True, "pca_l2")
+    labels, dist = nearest_centroids(
+        torch.from_numpy(allx), torch.from_numpy(res.centroids.astype(np.float64))
+    )
+    np.testing.assert_array_equal(res.labels, labels.numpy())
+    np.testing.assert_allclose(res.distances, dist.numpy(), rtol=1e-6)
+
+
+def test_nearest_centroids_memory_bound_does_not_grow_with_the_rows() -> None:
+    """Only the (n,) outputs grow with n: the row block is capped at 2**24 scores."""
+    small = nearest_centroids_bytes(10**5, 256, 16000)
+    large = nearest_centroids_bytes(10**8, 256, 16000)
+    assert large - small == 16 * (10**8 - 10**5), (small, large)
+    assert small < 2**30, small  # per-block term well under 1 GiB at K = 16,000
+    assert nearest_centroids_bytes(10**5, 256, 16000, batch_size=16384) > small

@@ -6,6 +6,7 @@ tests compare the concatenated shards with a single-process run.
 """
 
 import os
+from dataclasses import asdict
 from typing import Dict, Tuple
 
 import numpy as np
@@ -71,15 +72,8 @@ def _worker(rank: int, out_dir: str) -> None:
     for name, (x, split, kwargs) in _scenarios().items():
         shard = x[:split] if rank == 0 else x[split:]
         result = distributed_kmeans(shard, **kwargs)
-        np.savez(
-            os.path.join(out_dir, f"{name}_{rank}.npz"),
-            labels=result.labels,
-            distances=result.distances,
-            centroids=result.centroids,
-            objective=result.objective,
-            n_empty_reseeded=result.n_empty_reseeded,
-            iterations=result.iterations,
-        )
+        # Every field of the KMeansResult, as one .npz per scenario and rank.
+        np.savez(os.path.join(out_dir, f"{name}_{rank}.npz"), **asdict(result))
     # Invalid K must raise on every rank instead of deadlocking.
     message = error_message(
         lambda: distributed_kmeans(

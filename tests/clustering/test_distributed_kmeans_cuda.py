@@ -11,6 +11,7 @@ from vissl_clusterfit.clustering import (
     bounded_kmeans,
     distributed_kmeans,
     nearest_centroids,
+    nearest_centroids_bytes,
     sharded_kmeans,
 )
 
@@ -79,6 +80,52 @@ def test_bounded_torch_route_on_cuda_matches_cpu(fp32_matmul, monkeypatch) -> No
     assert on_cpu.backend == "torch-cpu"
     assert np.array_equal(on_gpu.labels, on_cpu.labels)
     np.testing.assert_allclose(on_gpu.centroids, on_cpu.centroids, atol=1e-4)
+
+
+def test_bounded_torch_route_device_cuda_equals_device_cpu(fp32_matmul) -> None:
+    """The streamed assignment on the GPU (FEATURE_SHARDS.KMEANS=torch, device
+    'cuda') gives the labels of the same code on device 'cpu', with PCA."""
+    x = anisotropic(n=4000, d=32, seed=4)
+
+    def run(device: str):
+        labels = np.zeros(len(x), np.int64)
+        dist = np.zeros(len(x), np.float32)
+        return bounded_kmeans(
+            _Rows(x),
+            15,
+            labels,
+            dist,
+            niter=8,
+            rows_per_centroid=100,
+            pca_dim=16,
+            backend="torch",
+            device=device,
+        )
+
+    torch.cuda.reset_peak_memory_stats()
+    on_gpu = run("cuda")
+    assert on_gpu.backend == "torch-cuda"
+    on_cpu = run("cpu")
+    assert on_cpu.backend == "torch-cpu"
+    assert np.array_equal(on_gpu.labels, on_cpu.labels), np.mean(
+        on_gpu.labels != on_cpu.labels
+    )
+    np.testing.assert_allclose(on_gpu.distances, on_cpu.distances, rtol=1e-5)
+    np.testing.assert_allclose(on_gpu.centroids, on_cpu.centroids, atol=1e-4)
+
+
+def test_nearest_centroids_stays_within_its_memory_bound(fp32_matmul) -> None:
+    n, d, k = 50000, 64, 3000
+    x = torch.randn(n, d, device="cuda")
+    c = torch.randn(k, d, device="cuda", dtype=torch.float64)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    nearest_centroids(x, c)
+    torch.cuda.synchronize()
+    used = torch.cuda.max_memory_allocated() - before
+    bound = nearest_centroids_bytes(n, d, k)
+    assert used <= bound, (used, bound)
 
 
 class _Rows:

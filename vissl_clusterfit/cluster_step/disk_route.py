@@ -99,8 +99,9 @@ def open_features(
     return feature_store.FeatureStore.open(folder), folder
 
 
-def _label_arrays(folder: str, n: int, rank: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(labels, distances) memory-mapped in ``folder``, shared by every rank."""
+def label_arrays(folder: str, n: int, rank: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels, distances) memory-mapped in ``folder``, shared by every rank (rank 0
+    creates them; every rank of ``torch.distributed`` must call this)."""
     paths = [os.path.join(folder, f"assign_{k}.npy") for k in ("labels", "dist")]
     if rank == 0:
         os.makedirs(folder, exist_ok=True)
@@ -122,7 +123,7 @@ def cluster_from_disk(
     """Bounded k-means over ``store`` on every rank: (result on rank 0, meta extras)."""
     rank, _ = rank_and_world()
     t0 = time.time()
-    labels, distances = _label_arrays(scratch, store.num_rows, rank)
+    labels, distances = label_arrays(scratch, store.num_rows, rank)
     prep = {k: v for k, v in params.preprocessing().items() if k != "seed"}
     res = clustering.bounded_kmeans(
         store,

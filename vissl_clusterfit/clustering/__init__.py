@@ -10,7 +10,7 @@ package's one ``torch.distributed`` helper module and :mod:`.validation` its one
 place for input checks (features, pre-processing order, K).
 """
 
-from .assign import nearest_centroids
+from .assign import nearest_centroids, nearest_centroids_bytes
 from .backend import choose_backend, torch_device
 from .bounded import BoundedClustering, RowSource, bounded_kmeans, training_sample
 from .comm import (
@@ -91,6 +91,7 @@ __all__ = [
     "local_stats",
     "make_knn_graph",
     "nearest_centroids",
+    "nearest_centroids_bytes",
     "nmi",
     "num_empty",
     "per_label_clustering",

@@ -14,10 +14,13 @@ import torch
 from .blocks import rows_per_block
 
 
-__all__ = ["nearest_centroids"]
+__all__ = ["nearest_centroids", "nearest_centroids_bytes"]
 
 # Candidates re-ranked in float64 after the float32 GEMM: see nearest_centroids.
 _N_CANDIDATES = 2
+# Room for the GEMM library's workspace in nearest_centroids_bytes (cuBLAS allocates
+# its workspace through torch's allocator on first use).
+_GEMM_WORKSPACE = 1 << 26
 
 
 def nearest_centroids(
@@ -60,3 +63,25 @@ def nearest_centroids(
         labels[start : start + rows] = cand.gather(1, best).squeeze(1)
         distances[start : start + rows] = exact.gather(1, best).squeeze(1)
     return labels, distances
+
+
+def nearest_centroids_bytes(n: int, dim: int, k: int, batch_size: int = 0) -> int:
+    """Upper bound on the memory :func:`nearest_centroids` allocates for ``n`` rows of
+    ``dim`` features and ``k`` float64 centroids (the rows and the centroids
+    themselves not counted): its outputs, the float32 centroid copy and one row
+    block's temporaries (the float32 scores and their GEMM intermediates, the
+    float64 candidate differences, the previous block's still referenced) and
+    64 MiB for the GEMM library's workspace (cuBLAS). With ``batch_size=0`` a block
+    holds at most ``2**24`` scores and ``2**24`` candidate elements, so the per-block
+    term is bounded whatever ``n`` and ``k`` (under 0.8 GiB): the bounded route's
+    streamed assignment (:mod:`.bounded`) needs this plus one chunk and the
+    centroids on the device, whatever N is.
+    """
+    m = min(_N_CANDIDATES, k)
+    b = min(max(n, 1), rows_per_block(max(k, m * dim), batch_size))
+    persistent = 16 * n + 4 * k * (dim + 1)
+    scores = 3 * 4 * b * k  # GEMM output, its scaled copy, last block's scores
+    # float64: the block, its candidates' centroids, their difference and its
+    # square, the last block's difference; topk values and indices.
+    candidates = 8 * b * dim + 4 * 8 * b * m * dim + 32 * b * m
+    return persistent + scores + candidates + _GEMM_WORKSPACE

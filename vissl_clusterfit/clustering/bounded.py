@@ -125,14 +125,28 @@ def _train(
     return res.centroids
 
 
-def _assign_chunk(
-    x: np.ndarray, centroids: np.ndarray, backend: str, device: torch.device
-) -> Tuple[np.ndarray, np.ndarray]:
-    if backend.startswith("faiss"):
-        return assign_to_centroids(x, centroids, use_gpu=backend == "faiss-gpu")
-    c64 = torch.from_numpy(centroids.astype(np.float64)).to(device)
-    labels, dist = nearest_centroids(torch.from_numpy(x).to(device), c64)
-    return labels.cpu().numpy(), dist.to(torch.float32).cpu().numpy()
+class _Assigner:
+    """Nearest centroid of each streamed chunk, on the backend's device.
+
+    The torch route moves the (K, D') float64 centroids to the device once, then each
+    chunk's pre-processed rows; :func:`.assign.nearest_centroids` works on row blocks
+    of at most ``2**24`` scores, so device memory is the centroids plus one chunk plus
+    a bounded block (:func:`.assign.nearest_centroids_bytes`), whatever N is.
+    """
+
+    def __init__(self, centroids: np.ndarray, backend: str, device: torch.device):
+        self.centroids, self.backend, self.device = centroids, backend, device
+        self.c64: Optional[torch.Tensor] = None
+        if not backend.startswith("faiss"):
+            self.c64 = torch.from_numpy(centroids.astype(np.float64)).to(device)
+
+    def __call__(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self.c64 is None:
+            return assign_to_centroids(
+                x, self.centroids, use_gpu=self.backend == "faiss-gpu"
+            )
+        labels, dist = nearest_centroids(torch.from_numpy(x).to(self.device), self.c64)
+        return labels.cpu().numpy(), dist.to(torch.float32).cpu().numpy()
 
 
 def _fit_on_sample(
@@ -179,6 +193,7 @@ def bounded_kmeans(
     pca_sample_size: int = 0,
     backend: str = "auto",
     on_phase: Optional[Callable[[str], None]] = None,
+    device: str = "auto",
 ) -> BoundedClustering:
     """Cluster ``source`` with the sample trained on rank 0 and the assignment shared.
 
@@ -196,6 +211,8 @@ def bounded_kmeans(
         pca_dim, whiten, l2_norm, order, pca_sample_size: pre-processing, fitted on
             the sample (see :func:`.preprocess.preprocess_features`).
         backend: ``auto``, ``faiss`` or ``torch`` (see :func:`choose_backend`).
+        device: ``auto``, ``cpu`` or ``cuda``: where the backend runs (see
+            :func:`choose_backend`; ``auto`` takes the GPU when there is one).
         on_phase: called with each phase's name as it ends (``read_sample``, ``pca``,
             ``train`` on rank 0; ``assign``; ``fixup`` on rank 0).
     """
@@ -203,7 +220,7 @@ def bounded_kmeans(
     if rows_per_centroid < 1:
         raise ValueError(f"rows_per_centroid must be >= 1, got {rows_per_centroid}")
     comm = Comm()
-    name, device = choose_backend(backend)
+    name, torch_dev = choose_backend(backend, device)
     prep = dict(
         pca_dim=pca_dim,
         whiten=whiten,
@@ -215,7 +232,7 @@ def bounded_kmeans(
     fitted = None
     if comm.rank == 0:
         fitted = _fit_on_sample(
-            source, k, niter, seed, rows_per_centroid, prep, name, device, phases
+            source, k, niter, seed, rows_per_centroid, prep, name, torch_dev, phases
         )
     shared = broadcast_from_rank0(
         None if fitted is None else (fitted[2], fitted[3] and fitted[3].state_dict())
@@ -224,9 +241,10 @@ def bounded_kmeans(
     pca = PCAWhitening.from_state_dict(shared[1]) if shared[1] is not None else None
     phases.done("broadcast")  # on ranks > 0: waiting for rank 0's training
     done, last = 0, time.time()
+    assign = _Assigner(centroids, name, torch_dev)
     for ids, rows in source.chunks(comm.rank, comm.world_size):
         x = apply_preprocessing(rows, pca, l2_norm, order, inplace=True)
-        labels, dist = _assign_chunk(x, centroids, name, device)
+        labels, dist = assign(x)
         labels_out[ids] = labels
         distances_out[ids] = dist
         done += len(ids)
