@@ -11,10 +11,10 @@ assignment streamed chunk by chunk over the shards) and the label files
 assigns its shards), whose labels must equal W = 1's.
 
 ``--backend``/``--device`` go to the package's own choice (``clustering.choose_backend``):
-``--backend torch --device cuda`` trains with the torch Lloyd route on the GPU and
-assigns each streamed chunk there (no faiss-gpu needed); reading the shards, the PCA
-fit and each chunk's PCA + L2 run on the CPU (``clustering.pca`` is numpy). The backend
-chosen is recorded.
+``--backend torch --device cuda`` (backend ``torch-cuda``) fits the PCA on the sample,
+trains with the torch Lloyd route and projects and assigns each streamed chunk on the
+GPU (no faiss-gpu needed); reading the shards (float16 -> float32) and the L2
+normalisation stay on the CPU. The backend chosen is recorded.
 
 Reported per phase (rank 0): wall time, peak RSS (``measure.PeakRSS``) and on CUDA the
 peak GPU memory (``torch.cuda.max_memory_allocated``, reset at every phase end), marked
@@ -364,11 +364,14 @@ def run_world(args: argparse.Namespace, world: int) -> Dict[str, Any]:
 
 def gpu_bound_gib(args: argparse.Namespace, run: Dict[str, Any]) -> Optional[float]:
     """Device memory of the streamed assignment: one chunk of pre-processed rows, the
-    float64 centroids and :func:`nearest_centroids_bytes` for that chunk."""
+    float64 centroids and :func:`nearest_centroids_bytes` for that chunk, plus the
+    chunked PCA projection on torch-cuda (:func:`pca.device_transform_bytes`)."""
     dim, chunk = run.get("clustered_dim"), run.get("chunk_rows")
     if dim is None or chunk is None:
         return None
     work = plugin.clustering.nearest_centroids_bytes(chunk, dim, args.k)
+    if run.get("backend") == "torch-cuda" and args.pca_dim:
+        work += plugin.clustering.pca.device_transform_bytes(args.d, dim)
     return (4 * chunk * dim + 8 * args.k * dim + work) / GIB
 
 
@@ -451,7 +454,8 @@ def _notes(
         "assign_gpu_bound_gib: one chunk of pre-processed rows + float64 centroids + "
         "clustering.nearest_centroids_bytes(chunk, D', K); the training phase holds "
         "the pre-processed sample on the device besides",
-        "PCA fit and each chunk's PCA + L2 run on the CPU (numpy) on every backend",
+        "PCA fit and projection: torch float64 on the GPU, chunked, for torch-cuda; "
+        "numpy on the CPU for the other backends; reading and L2 on the CPU always",
         "target (issue 22): rank-0 peak RSS <= 1.5 GiB + 1.2 x the training sample",
         "read_shards is a separate pass over this rank's shards (the I/O alone); "
         "assign reads them again (page cache may serve part of it)",

@@ -197,3 +197,16 @@ def test_nearest_centroids_memory_bound_does_not_grow_with_the_rows() -> None:
     assert large - small == 16 * (10**8 - 10**5), (small, large)
     assert small < 2**30, small  # per-block term well under 1 GiB at K = 16,000
     assert nearest_centroids_bytes(10**5, 256, 16000, batch_size=16384) > small
+
+
+def test_pca_on_the_torch_device_gives_the_labels_of_numpy_pca(monkeypatch) -> None:
+    """torch-cuda fits and applies the PCA on its device; that code on the CPU
+    device gives the labels of the numpy PCA the other routes use."""
+    x, k = _blobs(n=2500, d=24), 10
+    kw = dict(rows_per_centroid=60, niter=6, seed=4, pca_dim=12, device="cpu")
+    ref, _ = _bounded(x, k, chunk_rows=300, backend="torch", **kw)
+    monkeypatch.setattr(bounded, "_pca_device", lambda name, dev: torch.device(dev))
+    res, _ = _bounded(x, k, chunk_rows=300, backend="torch", **kw)
+    np.testing.assert_array_equal(res.labels, ref.labels)
+    np.testing.assert_allclose(res.centroids, ref.centroids, atol=1e-5)
+    np.testing.assert_allclose(res.pca.projection, ref.pca.projection, rtol=1e-8)

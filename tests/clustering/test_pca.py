@@ -2,9 +2,15 @@
 
 import numpy as np
 import pytest
+import torch
 
 from tests.clustering.synthetic import anisotropic as _anisotropic
-from vissl_clusterfit.clustering.pca import PCAWhitening
+from vissl_clusterfit.clustering.pca import (
+    PCAWhitening,
+    device_moments,
+    row_sum,
+    scatter,
+)
 
 
 def test_pca_whitening_identity_covariance_on_fitted_data():
@@ -82,3 +88,22 @@ def test_pca_fit_is_reproducible_and_sample_is_seeded():
     rows = np.sort(np.random.default_rng(7).choice(3000, size=500, replace=False))
     manual = PCAWhitening(4).fit(x[rows]).state_dict()
     np.testing.assert_array_equal(a["projection"], manual["projection"])
+
+
+def test_pca_on_a_torch_device_equals_numpy() -> None:
+    """The GPU code path of the fit and the transform (device_moments, chunked torch
+    float64), run on the CPU device: same transform as numpy's, up to rounding."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((9000, 40)) @ rng.standard_normal((40, 40))).astype(
+        np.float32
+    )
+    cpu = torch.device("cpu")
+    mean, cov = device_moments(x, cpu)
+    np.testing.assert_allclose(mean, row_sum(x) / len(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cov, scatter(x, mean) / len(x), rtol=1e-10)
+    ref = PCAWhitening(12).fit(x, sample_size=5000, seed=1)
+    dev = PCAWhitening(12).fit(x, sample_size=5000, seed=1, device=cpu)
+    np.testing.assert_allclose(dev.projection, ref.projection, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        dev.transform(x, cpu), ref.transform(x), rtol=1e-5, atol=1e-5
+    )

@@ -10,7 +10,8 @@ O(chunk), whatever N is:
 
 1. sample: ``min(N, K * rows_per_centroid)`` sorted row ids, read from the source;
 2. pre-processing fitted on the sample (PCA-whitening and L2, DeepCluster thesis
-   Sec. 4.2), exactly as :func:`.preprocess.preprocess_features` does in memory;
+   Sec. 4.2), exactly as :func:`.preprocess.preprocess_features` does in memory
+   (on the torch route's GPU, the PCA moments and projections there, in chunks);
 3. centroids trained on the sample (faiss, or the torch Lloyd iterations of
    :func:`.distributed_kmeans` on a GPU when faiss has none);
 4. every row assigned in chunks (each rank its share of the chunks) into label and
@@ -125,6 +126,12 @@ def _train(
     return res.centroids
 
 
+def _pca_device(backend: str, device: torch.device) -> Optional[torch.device]:
+    """Where the PCA is fitted and applied: on the GPU of the torch route (the float64
+    D x D moments of the sample are its largest CPU cost), else numpy."""
+    return device if backend == "torch-cuda" else None
+
+
 class _Assigner:
     """Nearest centroid of each streamed chunk, on the backend's device.
 
@@ -164,7 +171,9 @@ def _fit_on_sample(
     ids = training_sample(source.num_rows, k, rows_per_centroid, seed)
     x = source.take(ids)
     phases.done("read_sample")
-    x, pca = preprocess_features(x, inplace=True, seed=seed, **prep)
+    x, pca = preprocess_features(
+        x, inplace=True, seed=seed, device=_pca_device(backend, device), **prep
+    )
     phases.done("pca")
     logger.info(
         "bounded k-means: training K=%d on %d of %d rows (%s)",
@@ -242,8 +251,9 @@ def bounded_kmeans(
     phases.done("broadcast")  # on ranks > 0: waiting for rank 0's training
     done, last = 0, time.time()
     assign = _Assigner(centroids, name, torch_dev)
+    pca_device = _pca_device(name, torch_dev)
     for ids, rows in source.chunks(comm.rank, comm.world_size):
-        x = apply_preprocessing(rows, pca, l2_norm, order, inplace=True)
+        x = apply_preprocessing(rows, pca, l2_norm, order, True, pca_device)
         labels, dist = assign(x)
         labels_out[ids] = labels
         distances_out[ids] = dist

@@ -9,14 +9,21 @@ accumulated over row chunks, so the sharded fit (:mod:`.sharded`) can all-reduce
 them and get the same transform on every rank.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+import torch
 
 from .validation import as_real_2d, check_finite
 
 
-__all__ = ["PCAWhitening", "row_sum", "scatter"]
+__all__ = [
+    "PCAWhitening",
+    "device_moments",
+    "device_transform_bytes",
+    "row_sum",
+    "scatter",
+]
 
 # Rows per chunk for the streaming passes: large enough for BLAS efficiency,
 # small enough that a float64 copy of a chunk of 4096-d features stays ~130 MB.
@@ -38,6 +45,41 @@ def scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
         centered = x[start : start + _CHUNK_ROWS].astype(np.float64) - mean
         out += centered.T @ centered
     return out
+
+
+def _device_chunks(x: np.ndarray, device: torch.device) -> Iterator[torch.Tensor]:
+    """float64 copies of ``x``'s row chunks on ``device``, one at a time (device
+    memory: one chunk, whatever N)."""
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + _CHUNK_ROWS]))
+        yield chunk.to(device).to(torch.float64)
+
+
+def device_moments(
+    x: np.ndarray, device: torch.device
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Float64 mean (D,) and population covariance (D, D) of ``x``, computed on
+    ``device`` chunk by chunk: :func:`row_sum` and :func:`scatter` on a GPU, where
+    the D x D float64 GEMMs of a large sample (ImageNet: 1M x 2048, 8.6 TFLOP) take
+    a second instead of minutes on the CPU. Rounding differs from numpy's BLAS only
+    in the order of the float64 sums."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
+    for chunk in _device_chunks(x, device):
+        total += chunk.sum(dim=0)
+    mean = total / x.shape[0]
+    cov = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=device)
+    for chunk in _device_chunks(x, device):
+        chunk -= mean
+        cov.addmm_(chunk.T, chunk)
+    return mean.cpu().numpy(), (cov / x.shape[0]).cpu().numpy()
+
+
+def device_transform_bytes(dim_in: int, dim_out: int) -> int:
+    """Device memory of :meth:`PCAWhitening.transform` with a ``device``: one chunk
+    (float32 and float64), its float64 and float32 projections, the mean and the
+    projection matrix, whatever N."""
+    chunk = _CHUNK_ROWS * (12 * dim_in + 12 * dim_out)
+    return chunk + 8 * dim_in * (dim_out + 1)
 
 
 class PCAWhitening:
@@ -80,7 +122,13 @@ class PCAWhitening:
     def is_fitted(self) -> bool:
         return self.projection is not None
 
-    def fit(self, x: np.ndarray, sample_size: int = 0, seed: int = 0) -> "PCAWhitening":
+    def fit(
+        self,
+        x: np.ndarray,
+        sample_size: int = 0,
+        seed: int = 0,
+        device: Optional[torch.device] = None,
+    ) -> "PCAWhitening":
         """Estimate mean and principal directions of ``x``.
 
         Args:
@@ -88,6 +136,8 @@ class PCAWhitening:
             sample_size: if > 0 and smaller than N, fit on that many rows drawn
                 without replacement by ``numpy.random.default_rng(seed)``.
             seed: RNG seed for the row sample.
+            device: compute the moments with torch on this device
+                (:func:`device_moments`); None = numpy on the CPU.
 
         Returns:
             ``self``.
@@ -113,6 +163,8 @@ class PCAWhitening:
                 "of the data it is fitted on; lower the PCA dimension or fit on more rows"
             )
 
+        if device is not None:
+            return self.fit_moments(*device_moments(x, device))
         mean = row_sum(x) / n
         # Population covariance (1/n): whitened fitted data then has exactly
         # identity covariance in the same normalisation.
@@ -154,8 +206,11 @@ class PCAWhitening:
         self.eigenvalues = eigenvalues
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """Project ``x`` (N, D) to float32 (N, dim), chunk by chunk.
+    def transform(
+        self, x: np.ndarray, device: Optional[torch.device] = None
+    ) -> np.ndarray:
+        """Project ``x`` (N, D) to float32 (N, dim), chunk by chunk (in float64 with
+        torch on ``device`` when given, one chunk there at a time).
 
         Raises:
             ValueError: if not fitted or the feature dimension differs.
@@ -172,6 +227,16 @@ class PCAWhitening:
                 f"dimension {self.mean.shape[0]}; use features from the same layer"
             )
         out = np.empty((x.shape[0], self.dim), dtype=np.float32)
+        if device is not None:
+            mean = torch.from_numpy(self.mean).to(device)
+            projection = torch.from_numpy(self.projection).to(device)
+            for start, chunk in zip(
+                range(0, x.shape[0], _CHUNK_ROWS), _device_chunks(x, device)
+            ):
+                chunk -= mean
+                y = (chunk @ projection).to(torch.float32).cpu().numpy()
+                out[start : start + _CHUNK_ROWS] = y
+            return out
         for start in range(0, x.shape[0], _CHUNK_ROWS):
             chunk = x[start : start + _CHUNK_ROWS].astype(np.float64) - self.mean
             out[start : start + _CHUNK_ROWS] = chunk @ self.projection

@@ -14,6 +14,7 @@ is :class:`.pca.PCAWhitening`, the input checks live in :mod:`.validation`.
 from typing import Optional, Tuple
 
 import numpy as np
+import torch
 
 from .pca import PCAWhitening
 from .validation import VALID_ORDERS, as_real_2d, check_finite, check_order
@@ -89,6 +90,7 @@ def preprocess_features(
     pca_sample_size: int = 0,
     seed: int = 0,
     inplace: bool = False,
+    device: Optional[torch.device] = None,
 ) -> Tuple[np.ndarray, Optional[PCAWhitening]]:
     """Fit and apply the pre-clustering transform (thesis Sec. 4.2).
 
@@ -101,6 +103,8 @@ def preprocess_features(
         pca_sample_size: rows used to fit the PCA (0 = all), see :meth:`PCAWhitening.fit`.
         seed: seed for the PCA row sample.
         inplace: allow overwriting ``x`` (see :func:`apply_preprocessing`).
+        device: fit and apply the PCA with torch on this device, chunk by chunk
+            (e.g. the GPU of the bounded route); None = numpy.
 
     Returns:
         (float32 features, fitted PCA or None when ``pca_dim == 0``).
@@ -116,8 +120,8 @@ def preprocess_features(
         if l2_norm and order == "l2_pca":
             x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
             inplace = True  # x is now ours (or was allowed to be overwritten)
-        pca.fit(x, sample_size=pca_sample_size, seed=seed)
-        x = pca.transform(x)
+        pca.fit(x, sample_size=pca_sample_size, seed=seed, device=device)
+        x = pca.transform(x, device)
         inplace = True
     if l2_norm:
         x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
@@ -134,6 +138,7 @@ def apply_preprocessing(
     l2_norm: bool,
     order: str,
     inplace: bool = False,
+    device: Optional[torch.device] = None,
 ) -> np.ndarray:
     """Apply the transform of :func:`preprocess_features` with an already fitted PCA.
 
@@ -146,6 +151,8 @@ def apply_preprocessing(
             L2-normalises them in place: without PCA its peak memory is then
             one feature matrix instead of two. Intermediate arrays (the PCA
             output) are always normalised in place.
+        device: apply the PCA with torch on this device (see
+            :meth:`PCAWhitening.transform`); None = numpy.
 
     Returns:
         float32 array (N, pca.dim or D).
@@ -161,7 +168,7 @@ def apply_preprocessing(
     if order == "l2_pca" and l2_norm and pca is not None:
         x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
     if pca is not None:
-        x = pca.transform(x)
+        x = pca.transform(x, device)
         inplace = True
     if l2_norm:
         x = l2_normalize(x, out=x if _writable_f32(x) and inplace else None)
