@@ -399,7 +399,9 @@ def _summary(
     out = []
     for world, run in runs.items():
         labels = run.get("labels")
-        compare = labels is not None and reference is not None
+        # A run is not compared with itself (the first W without --reference).
+        itself = labels is reference
+        compare = labels is not None and reference is not None and not itself
         phases = run["phases"]
         gpu = [p["gpu_peak"] for p in phases if "gpu_peak" in p]
         peak = max((p["peak"] for p in phases), default=0) / GIB
@@ -431,6 +433,14 @@ def _summary(
     return out
 
 
+def _compared_with(args: argparse.Namespace) -> str:
+    if args.reference:
+        return f"labels compared with {args.reference}"
+    if len(args.world_list) == 1:
+        return "labels not compared (one W and no --reference)"
+    return f"labels compared with the W = {args.world_list[0]} run of this invocation"
+
+
 def _notes(
     args: argparse.Namespace, shards: Dict[str, Any], sample_rows: int
 ) -> List[str]:
@@ -460,8 +470,7 @@ def _notes(
         "read_shards is a separate pass over this rank's shards (the I/O alone); "
         "assign reads them again (page cache may serve part of it)",
         "one run per W (no repeats): times are one observation",
-        "labels compared with "
-        + (args.reference or f"the W = {args.world_list[0]} run of this invocation"),
+        _compared_with(args),
     ]
 
 
@@ -471,10 +480,12 @@ def main(
     """Run the benchmark; ``--max-s`` counts from ``started`` (default: now)."""
     args = parse_args(argv)
     args.t0 = time.time() if started is None else started
+    # Shards first: their writers are forked, before anything here touches CUDA
+    # (machine_info asks the GPU its name).
+    shards = write_synthetic_shards(args)
     machine = common.machine_info()
     if args.commit:
         machine["git_commit"] = args.commit
-    shards = write_synthetic_shards(args)
     shards["bytes"] = sum(
         os.path.getsize(os.path.join(args.shards, f)) for f in os.listdir(args.shards)
     )

@@ -59,7 +59,8 @@ def test_dry_gpu_command_on_cpu_writes_every_phase(tmp_path) -> None:
     (summary,) = payload["data"]["summary"]
     assert summary["status"] == "complete", summary
     assert summary["backend"] == "torch-cpu", summary
-    assert summary["sample_rows"] == 800 and summary["labels_equal_reference"]
+    assert summary["sample_rows"] == 800
+    assert summary["labels_equal_reference"] is None  # one W: nothing to compare
     assert summary["assign_gpu_bound_gib"] > 0, summary
     phases = [r["phase"] for r in payload["tables"][0]["rows"]]
     assert phases == PHASES, phases
