@@ -134,7 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         "--workdir", default=os.path.join(common.WORK_DIR, "cluster_step_scale")
     )
     p.add_argument("--out", default=common.RESULTS_DIR, help="results directory")
-    p.add_argument("--commit", default="", help="commit to record (no .git there)")
+    p.add_argument(
+        "--commit",
+        default=os.environ.get("VCF_GIT_COMMIT", ""),
+        help="commit to record where the copy has no .git (default: $VCF_GIT_COMMIT, "
+        "as scripts/gpu_env.sh documents, else git HEAD)",
+    )
     p.add_argument("--clean", action="store_true", help="delete shards at the end")
     p.add_argument("--quick", action="store_true", help="N=20,000 D=256 K=50")
     p.add_argument("--name", default="")
