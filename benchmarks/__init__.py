@@ -6,8 +6,8 @@ Scripts (each writes ``benchmarks/results/<name>.{json,md}``; see benchmarks/REA
 - ``checkpoint_load``: VISSL's init-weights load path, upstream vs patched
   ``broadcast_object``;
 - ``cluster_step_speed``: the ClusterFit cluster step, ours vs VISSL's route vs the floor;
-- ``cluster_step_scale``: the cluster step from shards on disk at ImageNet size (CPU),
-  time and rank-0 peak memory per phase, W = 1 and 2;
+- ``cluster_step_scale``: the cluster step from shards on disk at ImageNet size (CPU, or
+  the GPU with --backend torch --device cuda), time and peak memory per phase, W = 1 and 2;
 - ``clusterfit_reproduction``: N_cf vs N_pre layer by layer (the paper's claim at this
   machine's scale), with ``probes`` on every checkpoint;
 - ``deepcluster_vs_random``: DeepCluster / DeeperCluster vs a random network;
