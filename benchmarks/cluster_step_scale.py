@@ -370,13 +370,13 @@ def run_world(args: argparse.Namespace, world: int) -> Dict[str, Any]:
 def gpu_bound_gib(args: argparse.Namespace, run: Dict[str, Any]) -> Optional[float]:
     """Device memory of the streamed assignment: one chunk of pre-processed rows, the
     float64 centroids and :func:`nearest_centroids_bytes` for that chunk, plus the
-    chunked PCA projection on torch-cuda (:func:`pca.device_transform_bytes`)."""
+    chunked PCA projection on torch-cuda (:func:`moments.device_transform_bytes`)."""
     dim, chunk = run.get("clustered_dim"), run.get("chunk_rows")
     if dim is None or chunk is None:
         return None
     work = plugin.clustering.nearest_centroids_bytes(chunk, dim, args.k)
     if run.get("backend") == "torch-cuda" and args.pca_dim:
-        work += plugin.clustering.pca.device_transform_bytes(args.d, dim)
+        work += plugin.clustering.moments.device_transform_bytes(args.d, dim)
     return (4 * chunk * dim + 8 * args.k * dim + work) / GIB
 
 

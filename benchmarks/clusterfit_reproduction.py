@@ -128,7 +128,7 @@ def parse_args(
 
 def estimate(p: Preset, preset_name: str, calibration_json: str) -> Dict[str, Any]:
     with open(calibration_json) as f:
-        est = cost_model.estimate_runtime(p, json.load(f))
+        est = cost_model.calibrated_estimate(p, json.load(f))
     model = est.pop("_model")
     print(
         f"[repro] estimated wall time of preset {preset_name} "

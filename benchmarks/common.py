@@ -172,7 +172,10 @@ def settings_work_dir(benchmark: str, args: Any, ignore: Sequence[str] = ()) -> 
     return os.path.join(WORK_DIR, benchmark, digest)
 
 
-def results_path(name: str, ext: str, out_dir: str = RESULTS_DIR) -> str:
+def results_path(name: str, ext: str, out_dir: Optional[str] = None) -> str:
+    """``<out_dir>/<name>.<ext>``; ``out_dir`` defaults to :data:`RESULTS_DIR` read at
+    call time (tests point it elsewhere)."""
+    out_dir = out_dir or RESULTS_DIR
     os.makedirs(out_dir, exist_ok=True)
     return os.path.join(out_dir, f"{name}.{ext}")
 
@@ -205,7 +208,7 @@ def write_results(
     data: Dict[str, Any],
     notes: Sequence[str] = (),
     title: str = "",
-    out_dir: str = RESULTS_DIR,
+    out_dir: Optional[str] = None,
 ) -> Dict[str, str]:
     """Write ``results/<name>.json`` (everything) and ``results/<name>.md`` (readable)
     (in ``out_dir`` instead of ``results/`` when given, e.g. a device run's output).

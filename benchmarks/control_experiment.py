@@ -41,13 +41,18 @@ import statistics
 from typing import Any, Dict, List, Optional
 
 from benchmarks import common
+from benchmarks.wall_time import DIGITS_TEST, DIGITS_TRAIN, FMNIST_TEST, limited
 
 
-def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str, Any]:
+def throughput_estimate(
+    report: Dict[str, Any], preset: str, img_per_s: float
+) -> Dict[str, Any]:
     """Seconds a preset would take: per training stage the measured fixed cost (CPU s
     of the earlier run's stages, whose training was negligible) plus its images x
-    epochs at ``img_per_s``; per probe the earlier probes' CPU s scaled by the images
-    they extract (Fashion-MNIST train + validation + test, digits' 1797)."""
+    epochs at the assumed throughput ``img_per_s``; per probe the earlier probes' CPU s
+    scaled by the images they extract (Fashion-MNIST train + validation + test,
+    digits' 1797). Why not the reproduction's fitted model: ``benchmarks.wall_time``.
+    """
     import dataclasses
 
     from benchmarks.plugin import ControlSettings, ints, names
@@ -62,8 +67,8 @@ def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str,
     probe_cpu = [t["cpu_s"] for k, t in times.items() if k.startswith("probe:")]
 
     def probe_images(x: ControlSettings) -> int:
-        test = 10000 if x.probe_test < 0 else x.probe_test
-        return x.probe_train + x.probe_val + test + 1797
+        test = limited(x.probe_test, FMNIST_TEST)
+        return x.probe_train + x.probe_val + test + DIGITS_TRAIN + DIGITS_TEST
 
     cells = len(ints(s.seeds)) * len(names(s.variants)) * len(ints(s.rates))
     methods = names(s.methods)
@@ -71,7 +76,7 @@ def estimate(report: Dict[str, Any], preset: str, img_per_s: float) -> Dict[str,
         1 + len(ints(s.ks)) * ("ncf" in methods) + len(methods) - ("ncf" in methods)
     )
     epochs = s.epochs or 40  # the cpu configs' 40 epochs when the preset keeps them
-    train_s = s.data_limit * epochs / img_per_s
+    train_s = s.data_limit * epochs / img_per_s  # the throughput form of the stage cost
     probes = cells * trained + len(ints(s.seeds))
     scale = probe_images(s) / probe_images(before)
     out = {
@@ -145,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args, rest = parse_args(argv)
     if args.estimate_from:
         with open(args.estimate_from) as f:
-            est = estimate(json.load(f), args.preset, args.img_per_s)
+            est = throughput_estimate(json.load(f), args.preset, args.img_per_s)
         print(json.dumps(est, indent=1))
         return est
     from benchmarks.plugin import control_main

@@ -33,8 +33,8 @@ from vissl_clusterfit.cluster_step import (  # disk_route, feature_store: scale
 from vissl_clusterfit.cluster_step.extraction import (
     extract_features,
     extraction_dataset as _extraction_dataset,
-    pool_features,
 )
+from vissl_clusterfit.cluster_step.extraction_trunks import pool_features
 from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing lines
     EXTRACTION_LINE,
     PHASE_LINE,
@@ -60,12 +60,17 @@ from vissl_clusterfit.experiments.control.settings import ControlSettings, ints,
 from vissl_clusterfit.experiments.pipeline.driver import Pipeline, main as pipeline_main
 from vissl_clusterfit.experiments.pipeline.report import LAYERS, accuracy_table
 from vissl_clusterfit.experiments.pipeline.settings import PRESETS, PipelineSettings
+from vissl_clusterfit.experiments.stats import (  # seed comparisons
+    Difference,
+    paired_interval,
+)
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME as PRECISION_STEP_NAME,
 )
 
 
 __all__ = [
+    "Difference",
     "ControlSettings",
     "EXTRACTION_LINE",
     "PHASE_LINE",
@@ -91,6 +96,7 @@ __all__ = [
     "ints",
     "marked_clustering_start",
     "names",
+    "paired_interval",
     "parse_lines",
     "patched_broadcast_object",
     "pipeline_main",

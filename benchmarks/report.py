@@ -4,16 +4,20 @@
 - statistics over seeds: mean and sample standard deviation, and the difference of two
   models with its standard error and a 95% confidence interval from Student's t
   distribution (paired by seed when both were measured on the same seeds, else Welch);
-  the t quantile is scipy's, as in ``vissl_clusterfit.experiments.control.report``;
+  the paired interval is the package's one (``experiments.stats.paired_interval``,
+  through ``benchmarks.plugin``), the Welch one uses the same scipy t quantile;
 - plots: accuracy per layer, one panel per (probe, model family), as ClusterFit Fig. 4.
 
-Nothing here imports torch, VISSL or the plugin (scipy only when an interval is
-computed), so it is cheap to import and to test.
+Importing this module imports neither torch, VISSL nor the plugin (the plugin and
+scipy only when an interval is computed), so it stays cheap to import.
 """
 
-import dataclasses
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+
+if TYPE_CHECKING:  # the package's class; imported lazily to keep this module cheap
+    from vissl_clusterfit.experiments.stats import Difference
 
 
 # --------------------------------------------------------------------------- tables
@@ -94,47 +98,12 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-@dataclasses.dataclass(frozen=True)
-class Difference:
-    """Mean of A minus mean of B over seeds, with its standard error, the degrees of
-    freedom of its t distribution and the confidence interval (None with one seed)."""
-
-    diff: float
-    n: int
-    paired: bool
-    se: Optional[float] = None
-    df: Optional[float] = None
-    ci_low: Optional[float] = None
-    ci_high: Optional[float] = None
-    confidence: float = 0.95
-
-    @property
-    def excludes_zero(self) -> bool:
-        """The confidence interval lies entirely above or below 0."""
-        if self.ci_low is None or self.ci_high is None:
-            return False
-        return self.ci_low > 0 or self.ci_high < 0
-
-    def as_dict(self, digits: int = 2) -> Dict[str, Any]:
-        def r(v: Optional[float]) -> Optional[float]:
-            return None if v is None else round(v, digits)
-
-        return {
-            "diff": r(self.diff),
-            "se": r(self.se),
-            "ci_low": r(self.ci_low),
-            "ci_high": r(self.ci_high),
-            "df": None if self.df is None else round(self.df, 3),
-            "n": self.n,
-            "paired": self.paired,
-            "confidence": self.confidence,
-        }
-
-
 def _with_interval(
     diff: float, n: int, paired: bool, se: float, df: float, confidence: float
-) -> Difference:
-    from scipy import stats  # the t quantile the package's reports use too
+) -> "Difference":
+    from scipy import stats  # the t quantile of the package's paired_interval
+
+    from benchmarks.plugin import Difference
 
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * se
     return Difference(diff, n, paired, se, df, diff - half, diff + half, confidence)
@@ -142,7 +111,7 @@ def _with_interval(
 
 def paired_difference(
     a: Sequence[float], b: Sequence[float], confidence: float = 0.95
-) -> Difference:
+) -> "Difference":
     """mean(a - b) over paired measurements (seed i of A with seed i of B): standard
     error sd(a - b) / sqrt(n) and the ``confidence`` interval from Student's t with
     n - 1 degrees of freedom; no error or interval with one pair."""
@@ -151,23 +120,22 @@ def paired_difference(
             f"paired_difference needs two equally long, non-empty lists, got {len(a)} "
             f"and {len(b)} values"
         )
-    diffs = [x - y for x, y in zip(a, b)]
-    mean, sd = mean_std(diffs)
-    n = len(diffs)
-    if n < 2:
-        return Difference(mean, n, True)
-    return _with_interval(mean, n, True, sd / math.sqrt(n), n - 1.0, confidence)
+    from benchmarks.plugin import paired_interval  # the package's one paired interval
+
+    return paired_interval([x - y for x, y in zip(a, b)], confidence)
 
 
 def welch_difference(
     a: Sequence[float], b: Sequence[float], confidence: float = 0.95
-) -> Difference:
+) -> "Difference":
     """mean(a) - mean(b) of unpaired measurements: Welch's standard error and
     Welch-Satterthwaite degrees of freedom; no error or interval when a side has one
     value."""
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     n = min(len(a), len(b))
     if len(a) < 2 or len(b) < 2:
+        from benchmarks.plugin import Difference
+
         return Difference(ma - mb, n, False)
     va, vb = sa**2 / len(a), sb**2 / len(b)
     se = math.sqrt(va + vb)
@@ -186,7 +154,7 @@ def format_mean_std(mean: float, std: Optional[float]) -> str:
     return out
 
 
-def format_difference(d: Difference) -> str:
+def format_difference(d: "Difference") -> str:
     """``+1.23 ± 0.45`` (difference ± standard error, 2 decimals), ``*`` when the
     confidence interval excludes 0; the difference alone with one seed."""
     out = f"{round(d.diff, 2) + 0.0:+.2f}"  # + 0.0: -0.0 (a rounded -0.004) as +0.00

@@ -11,9 +11,8 @@ with a 95% t interval over seeds from ``benchmarks.report``.
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
-from benchmarks.plugin import LAYERS
+from benchmarks.plugin import LAYERS, Difference
 from benchmarks.report import (
-    Difference,
     format_difference,
     mean_std,
     paired_difference,

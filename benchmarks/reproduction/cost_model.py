@@ -8,7 +8,8 @@ extraction per image; a VISSL linear probe costs ``startup + c_fwd_lin * forward
 images`` (train images x epochs + test images at the first and last epoch); the probes
 cost ``c_extract * images`` plus logistic-regression fits, linear in the number of
 labelled images. Everything scales linearly with the images, so a calibration on a
-loaded machine gives a loaded machine's estimate.
+loaded machine gives a loaded machine's estimate. Why the control experiment has
+its own, simpler estimator: ``benchmarks.wall_time``.
 """
 
 import dataclasses
@@ -16,13 +17,14 @@ from typing import Any, Dict, List, Tuple
 
 from benchmarks.plugin import LAYERS
 from benchmarks.reproduction.settings import Preset, ints, names
-
-
-DIGITS_TRAIN, DIGITS_TEST, FMNIST_TRAIN, FMNIST_TEST = 1257, 540, 60000, 10000
-
-
-def _n(limit: int, total: int) -> int:
-    return total if limit < 0 else limit
+from benchmarks.wall_time import (
+    DIGITS_TEST,
+    DIGITS_TRAIN,
+    FMNIST_TEST,
+    FMNIST_TRAIN,
+    limited,
+    training_stage_s,
+)
 
 
 def lin_images(s: Dict[str, Any], n_train: int, n_test: int) -> int:
@@ -99,8 +101,8 @@ def _linear_cost(st: Dict[str, float], cs: Dict[str, Any], start_lin: float) -> 
     lin_dg = [v for k, v in st.items() if k.startswith("linear_digits_")]
     imgs_fm = lin_images(
         cs,
-        _n(cs["eval_train_limit"], FMNIST_TRAIN),
-        _n(cs["eval_test_limit"], FMNIST_TEST),
+        limited(cs["eval_train_limit"], FMNIST_TRAIN),
+        limited(cs["eval_test_limit"], FMNIST_TEST),
     )
     c_lin = max(0.0, sum(lin_fm) / len(lin_fm) - start_lin) / imgs_fm if lin_fm else 0.0
     if lin_dg:
@@ -149,7 +151,7 @@ def calibrate(calib: Dict[str, Any]) -> CostModel:
     seed = next(iter(calib["per_seed"]))
     st = calib["stage_time_s"][seed]
     out = calib["per_seed"][seed]
-    d0, e0 = _n(cs["data_limit"], FMNIST_TRAIN), cs["epochs"]
+    d0, e0 = limited(cs["data_limit"], FMNIST_TRAIN), cs["epochs"]
     c_train, start_train, start_ncf = _train_costs(st, names(cs["pretexts"]), d0, e0)
     # clustering extraction per image (inside start_ncf at d0 images; rescaled later)
     ext = [m["time_s"]["extract"] for c in out["clusters"].values() for m in c.values()]
@@ -175,22 +177,26 @@ def calibrate(calib: Dict[str, Any]) -> CostModel:
 
 
 def _training_s(p: Preset, m: CostModel, d0: int) -> Tuple[float, float]:
-    d, e = _n(p.data_limit, FMNIST_TRAIN), p.epochs
+    d, e = limited(p.data_limit, FMNIST_TRAIN), p.epochs
     ref = next(iter(m.c_train))
     npre, ncf = 0.0, 0.0
     for x in names(p.pretexts):
         c = m.c_train.get(x, m.c_train[ref])
         s0 = m.start_train.get(x, m.start_train[ref])
-        npre += s0 + c * d * e + (s0 + c * d * 2 * e if p.with_2x else 0.0)
+        twice = training_stage_s(s0, c, d, 2 * e) if p.with_2x else 0.0
+        npre += training_stage_s(s0, c, d, e) + twice
         sn = m.start_ncf.get(x, m.start_ncf.get(ref, s0))
-        ncf += len(ints(p.ks)) * (sn + m.c_cluster * (d - d0) + c * d * e)
+        # N_cf's start-up includes its clustering extraction, rescaled to d images
+        ncf += len(ints(p.ks)) * training_stage_s(sn + m.c_cluster * (d - d0), c, d, e)
     return npre, ncf
 
 
 def _linear_s(p: Preset, m: CostModel, n_models: int) -> float:
     s = dataclasses.asdict(p)
     per_model = m.start_lin + m.c_lin * lin_images(
-        s, _n(p.eval_train_limit, FMNIST_TRAIN), _n(p.eval_test_limit, FMNIST_TEST)
+        s,
+        limited(p.eval_train_limit, FMNIST_TRAIN),
+        limited(p.eval_test_limit, FMNIST_TEST),
     )
     if p.eval_digits:
         per_model += m.start_lin + m.c_lin * lin_images(s, DIGITS_TRAIN, DIGITS_TEST)
@@ -203,8 +209,8 @@ def _probes_s(p: Preset, m: CostModel, n_models: int) -> float:
     per_model = 0.0
     for target in names(p.probe_targets):
         fmnist = target == "fmnist"
-        n_tr = _n(p.probe_n_train, FMNIST_TRAIN) if fmnist else DIGITS_TRAIN
-        n_te = _n(p.probe_n_test, FMNIST_TEST) if fmnist else DIGITS_TEST
+        n_tr = limited(p.probe_n_train, FMNIST_TRAIN) if fmnist else DIGITS_TRAIN
+        n_te = limited(p.probe_n_test, FMNIST_TEST) if fmnist else DIGITS_TEST
         per_model += m.c_ext * (n_tr + n_te)
         for shots in ints(p.probe_shots):
             per_model += len(LAYERS) * p.probe_draws * (m.fit_a + m.fit_b * 10 * shots)
@@ -213,12 +219,13 @@ def _probes_s(p: Preset, m: CostModel, n_models: int) -> float:
     return n_models * per_model
 
 
-def estimate_runtime(p: Preset, calib: Dict[str, Any]) -> Dict[str, Any]:
+def calibrated_estimate(p: Preset, calib: Dict[str, Any]) -> Dict[str, Any]:
     """Seconds the preset ``p`` would take per part and in total, from the stage times
-    of an earlier run (``calib``: a results JSON of the reproduction) on this machine;
-    ``_model`` describes the fitted cost model."""
+    of an earlier run (``calib``: a results JSON of the reproduction) on this machine,
+    every rate fitted from that run (``calibrate``); ``_model`` describes the fitted
+    cost model."""
     m = calibrate(calib)
-    d0 = _n(calib["settings"]["data_limit"], FMNIST_TRAIN)
+    d0 = limited(calib["settings"]["data_limit"], FMNIST_TRAIN)
     n_models = len(names(p.pretexts)) * (1 + int(p.with_2x) + len(ints(p.ks))) + int(
         p.with_random
     )

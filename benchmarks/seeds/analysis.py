@@ -9,7 +9,7 @@ layout (``variant`` = the pretext, ``p`` = 0): ``N_pre``, ``N_pre 2x``, ``random
 every pretext). ``N_cf`` and ``N_cf(random N_pre)`` are the K of the best validation
 accuracy per (pretext, seed, target) (ClusterFit Sec. 4.2 sweeps K; we choose it on
 validation, never on test). Differences are paired by seed: mean and 95% t interval
-with n - 1 df (``control_report.mean_ci``).
+with n - 1 df (``experiments.stats.paired_interval`` through ``control_report``).
 """
 
 from typing import Any, Dict, List, Optional, Sequence

@@ -6,8 +6,8 @@ import os
 import pytest
 from scipy import stats
 
+from benchmarks.plugin import Difference
 from benchmarks.report import (
-    Difference,
     format_cell,
     format_difference,
     format_mean_std,

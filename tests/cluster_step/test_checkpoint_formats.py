@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 import vissl_clusterfit  # noqa: F401
-from vissl_clusterfit.cluster_step import extraction as fx
+from vissl_clusterfit.cluster_step import extraction_trunks
 from vissl_clusterfit.cluster_step.checkpoint_files import read_checkpoint_file
 from vissl_clusterfit.cluster_step.checkpoint_formats import load_trunk_weights
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk, npre_model_config
@@ -72,7 +72,7 @@ def build_npre_trunk_from_config() -> torch.nn.Module:
 
 def features(trunk: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return fx.pool_features(trunk.eval()(images, ["res5"])[0], "avg")
+        return extraction_trunks.pool_features(trunk.eval()(images, ["res5"])[0], "avg")
 
 
 def npre_features(

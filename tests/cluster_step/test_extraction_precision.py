@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from vissl_clusterfit.cluster_step.extraction import (
-    SingleFeatureTrunk,
-    extract_features,
-)
+from vissl_clusterfit.cluster_step.extraction import extract_features
 from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
+from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 
 
 class _Pooled(SingleFeatureTrunk):

@@ -1,4 +1,4 @@
-"""Features on disk (cluster_step.feature_store, extraction.extract_to_shards): shards
+"""Features on disk (cluster_step.feature_store, shard_extraction.extract_to_shards): shards
 keyed by dataset index, atomic and resumed after a kill, identical with 1 and 2
 processes, read back memory-mapped by the bounded k-means; precomputed features."""
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.clustering.gloo import run_on_ranks
-from vissl_clusterfit.cluster_step import extraction as fx, feature_store as fs
+from vissl_clusterfit.cluster_step import feature_store as fs, shard_extraction
+from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 from vissl_clusterfit.clustering import bounded_kmeans
 from vissl_clusterfit.io import tmp_path_for
 
@@ -18,7 +19,7 @@ from vissl_clusterfit.io import tmp_path_for
 N, ROWS, BATCH, K = 150, 40, 16, 5
 
 
-class _Linear(fx.SingleFeatureTrunk):
+class _Linear(SingleFeatureTrunk):
     """A 'trunk' whose feature is a fixed linear map of the image; counts images."""
 
     def __init__(self) -> None:
@@ -38,7 +39,7 @@ def _images(n: int = N):
 
 def _extract(folder: str, trunk=None, dtype: str = "float32") -> _Linear:
     trunk = trunk or _Linear()
-    fx.extract_to_shards(
+    shard_extraction.extract_to_shards(
         [(trunk, "res5", "avg")], _images(), BATCH, "cpu", folder, ROWS, dtype
     )
     return trunk

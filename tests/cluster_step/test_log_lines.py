@@ -4,10 +4,8 @@ import logging
 
 import torch
 
-from vissl_clusterfit.cluster_step.extraction import (
-    SingleFeatureTrunk,
-    extract_features,
-)
+from vissl_clusterfit.cluster_step.extraction import extract_features
+from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 from vissl_clusterfit.cluster_step.log_lines import (
     EXTRACTION_LINE,
     PHASE_LINE,

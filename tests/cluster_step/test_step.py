@@ -12,6 +12,7 @@ from vissl_clusterfit import clustering
 from vissl_clusterfit.cluster_step import (
     ClusterFitParams,
     extraction as fx,
+    extraction_trunks,
     npre as npre_loading,
     run_cluster_step,
 )
@@ -225,30 +226,6 @@ def test_multitask_concatenates_features_and_assigns_test(idx_dir, npre, tmp_pat
     assert test_labels.shape == (50,) and test_labels.max() < 6
 
 
-def test_rank_batches_partition_the_dataset():
-    for world in (1, 2, 3):
-        parts = [fx.rank_batches(103, 10, r, world) for r in range(world)]
-        flat = np.concatenate([np.concatenate(p) for p in parts if p])
-        assert sorted(flat.tolist()) == list(range(103))
-        # every image sits in the same global batch whatever the world size
-        for p in parts:
-            for b in p:
-                assert b[0] % 10 == 0 and len(b) <= 10
-
-
-def test_contiguous_rank_batches_cover_the_dataset_in_rank_order():
-    for world in (1, 2, 3, 4):
-        parts = [
-            fx.rank_batches(103, 10, r, world, contiguous=True) for r in range(world)
-        ]
-        flat = np.concatenate([np.concatenate(p) for p in parts if p])
-        np.testing.assert_array_equal(
-            flat, np.arange(103)
-        )  # rank 0's rows, then rank 1's...
-        assert all(p for p in parts)  # 11 batches: every rank gets one
-        assert all(b[0] % 10 == 0 for p in parts for b in p)  # the same global batches
-
-
 def test_distributed_backend_in_one_process(idx_dir, npre, tmp_path):
     cfg = ncf_cfg(
         idx_dir,
@@ -276,9 +253,13 @@ def test_bad_kmeans_backend(idx_dir, npre, tmp_path):
 
 def test_pooling():
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
-    torch.testing.assert_close(fx.pool_features(x, "avg"), torch.tensor([[5.5, 17.5]]))
-    torch.testing.assert_close(fx.pool_features(x, "max"), torch.tensor([[11.0, 23.0]]))
-    assert fx.pool_features(x, "flatten").shape == (1, 24)
+    torch.testing.assert_close(
+        extraction_trunks.pool_features(x, "avg"), torch.tensor([[5.5, 17.5]])
+    )
+    torch.testing.assert_close(
+        extraction_trunks.pool_features(x, "max"), torch.tensor([[11.0, 23.0]])
+    )
+    assert extraction_trunks.pool_features(x, "flatten").shape == (1, 24)
 
 
 def test_distill_needs_a_supervised_teacher_and_writes_its_logits(
@@ -397,7 +378,7 @@ def test_checkpoint_directory_and_architecture_mismatch_messages(
     assert len(message.splitlines()) == 1 and len(message) < 1000, message
 
 
-class _Scaled(fx.SingleFeatureTrunk):
+class _Scaled(extraction_trunks.SingleFeatureTrunk):
     """A 'trunk' whose one feature is a fixed linear map of the image times ``scale``."""
 
     def __init__(self, dim: int, scale: float, seed: int) -> None:

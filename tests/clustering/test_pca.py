@@ -5,12 +5,9 @@ import pytest
 import torch
 
 from tests.clustering.synthetic import anisotropic as _anisotropic
-from vissl_clusterfit.clustering.pca import (
-    PCAWhitening,
-    device_moments,
-    row_sum,
-    scatter,
-)
+from vissl_clusterfit.clustering.moments import device_moments, row_sum, scatter
+from vissl_clusterfit.clustering.pca import PCAWhitening, principal_directions
+from vissl_clusterfit.clustering.pca_state import pca_state_dict
 
 
 def test_pca_whitening_identity_covariance_on_fitted_data():
@@ -61,32 +58,18 @@ def test_pca_dim_larger_than_data_raises():
         PCAWhitening(0)
 
 
-def test_pca_state_dict_round_trip_reproduces_transform():
-    x = _anisotropic(n=600, d=10, seed=2)
-    pca = PCAWhitening(4).fit(x)
-    state = pca.state_dict()
-    assert isinstance(state["mean"], np.ndarray) and isinstance(
-        state["projection"], np.ndarray
-    )
-    assert (state["dim"], state["whiten"], state["eps"]) == (4, True, 1e-5)
-    restored = PCAWhitening.from_state_dict(state)
-    np.testing.assert_array_equal(restored.transform(x), pca.transform(x))
-    with pytest.raises(ValueError, match="missing keys"):
-        PCAWhitening.from_state_dict({"mean": state["mean"]})
-
-
 def test_pca_fit_is_reproducible_and_sample_is_seeded():
     x = _anisotropic(n=3000, d=8, seed=3)
-    a = PCAWhitening(4).fit(x, sample_size=500, seed=7).state_dict()
-    b = PCAWhitening(4).fit(x, sample_size=500, seed=7).state_dict()
-    c = PCAWhitening(4).fit(x, sample_size=500, seed=8).state_dict()
+    a = pca_state_dict(PCAWhitening(4).fit(x, sample_size=500, seed=7))
+    b = pca_state_dict(PCAWhitening(4).fit(x, sample_size=500, seed=7))
+    c = pca_state_dict(PCAWhitening(4).fit(x, sample_size=500, seed=8))
     for key in ("mean", "projection"):
         np.testing.assert_array_equal(a[key], b[key])
     assert not np.array_equal(
         a["mean"], c["mean"]
     ), "different seeds drew the same sample"
     rows = np.sort(np.random.default_rng(7).choice(3000, size=500, replace=False))
-    manual = PCAWhitening(4).fit(x[rows]).state_dict()
+    manual = pca_state_dict(PCAWhitening(4).fit(x[rows]))
     np.testing.assert_array_equal(a["projection"], manual["projection"])
 
 
@@ -107,3 +90,13 @@ def test_pca_on_a_torch_device_equals_numpy() -> None:
     np.testing.assert_allclose(
         dev.transform(x, cpu), ref.transform(x), rtol=1e-5, atol=1e-5
     )
+
+
+def test_principal_directions_sorted_clipped_and_sign_pinned():
+    cov = np.diag([1.0, 4.0, -1e-12])  # a tiny negative eigenvalue from rounding
+    vals, vecs = principal_directions(cov, 3)
+    np.testing.assert_array_equal(vals, [4.0, 1.0, 0.0])
+    pivots = vecs[np.argmax(np.abs(vecs), axis=0), np.arange(3)]
+    assert (pivots > 0).all(), f"largest entries {pivots} must be positive"
+    vals2, vecs2 = principal_directions(cov, 2)
+    np.testing.assert_array_equal(vecs2, vecs[:, :2])

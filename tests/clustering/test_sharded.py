@@ -15,6 +15,7 @@ from vissl_clusterfit.clustering import (
     fit_pca_sharded,
     gather_rows,
     hierarchical_kmeans,
+    pca_state_dict,
     preprocess_features,
     sharded_hierarchical_kmeans,
     sharded_kmeans,
@@ -68,7 +69,7 @@ def _worker(rank: int, out_dir: str) -> None:
         dim=hier.clustered_dim,
     )
     pca = fit_pca_sharded(shard, 5, whiten=True, sample_size=200, seed=7)
-    np.savez(os.path.join(out_dir, f"pca_{rank}.npz"), **pca.state_dict())
+    np.savez(os.path.join(out_dir, f"pca_{rank}.npz"), **pca_state_dict(pca))
     bad = shard.copy()
     if rank == 1:
         bad[3, 2] = np.inf

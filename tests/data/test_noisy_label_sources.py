@@ -175,7 +175,7 @@ def test_tops_only_source(idx_dir, tmp_path):
         tmp_path,
         idx_dir,
         "config.DATA.TRAIN.DATA_LIMIT=-1",
-        config="benchmark_tops/linear_fmnist_tops_cpu",
+        config="benchmark/linear_fmnist_tops_cpu",
     )
     images, fine = load_fashion_mnist(idx_dir, "train")
     tops = [FINE.index(n) for n in ("T-shirt/top", "Pullover", "Coat", "Shirt")]
@@ -215,7 +215,7 @@ def test_coarse_needs_fashion_mnist(tmp_path):
         ("pretrain/supervised_coarse_fmnist_gpu", 5),
         ("clusterfit/distill_supervised_fmnist_cpu", 10),
         ("clusterfit/distill_supervised_fmnist_gpu", 10),
-        ("benchmark_tops/linear_fmnist_tops_cpu", 4),
+        ("benchmark/linear_fmnist_tops_cpu", 4),
     ],
 )
 def test_config_heads_match_their_label_space(name, classes, tmp_path):

@@ -11,7 +11,8 @@ sharded feature extraction, the two k-means routes and the label files. The hook
 
 from vissl_clusterfit.cluster_step.deepcluster import recluster
 from vissl_clusterfit.cluster_step.deepcluster_params import DeepClusterParams
-from vissl_clusterfit.cluster_step.params import ClusterFitParams, NpreSpec
+from vissl_clusterfit.cluster_step.npre_spec import NpreSpec
+from vissl_clusterfit.cluster_step.params import ClusterFitParams
 from vissl_clusterfit.cluster_step.step import run_cluster_step
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 from vissl_clusterfit.cluster_step.config_checks import check_extraction_transforms
-from vissl_clusterfit.cluster_step.params import (
+from vissl_clusterfit.cluster_step.param_checks import (
     KMEANS_BACKENDS,
     ON_DATASET_CHANGE,
     POOLINGS,

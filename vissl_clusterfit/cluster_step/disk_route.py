@@ -2,7 +2,7 @@
 
 ClusterFit at ImageNet scale (Yan et al. 2020, Sec. 4) and DeeperCluster's 96M images
 (Caron et al. 2019, Sec. 4): every rank writes its feature shards
-(:func:`.extraction.extract_to_shards`), or precomputed features are opened
+(:func:`.shard_extraction.extract_to_shards`), or precomputed features are opened
 (:mod:`.feature_store`); then :func:`vissl_clusterfit.clustering.bounded_kmeans` trains
 on a seeded sample on rank 0 and every rank assigns its shards into memory-mapped
 label and distance arrays. Nothing of size N x D is ever gathered or held.
@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from vissl_clusterfit import clustering
-from vissl_clusterfit.cluster_step import extraction, feature_store
+from vissl_clusterfit.cluster_step import (
+    extraction_trunks,
+    feature_store,
+    shard_extraction,
+)
 from vissl_clusterfit.cluster_step.params import ClusterFitParams
 from vissl_clusterfit.cluster_step.routes import ClusterResult
 from vissl_clusterfit.clustering.comm import barrier, rank_and_world
@@ -62,7 +66,7 @@ def open_features(
     dataset: Any,
     device: torch.device,
     settings: Dict[str, Any],
-    trunks: Callable[[], List[extraction.TrunkLayer]],
+    trunks: Callable[[], List[extraction_trunks.TrunkLayer]],
 ) -> Tuple[feature_store.FeatureStore, Optional[str]]:
     """(the store, its directory when this step made it): precomputed features, or
     shards extracted now (finished shards of a killed run are kept)."""
@@ -86,7 +90,7 @@ def open_features(
     if os.path.isfile(os.path.join(folder, feature_store.MANIFEST)):
         logging.info(f"[vcf] reusing the complete feature shards in {folder}")
         return feature_store.FeatureStore.open(folder), folder
-    extraction.extract_to_shards(
+    shard_extraction.extract_to_shards(
         trunks(),
         dataset,
         params.batch_size,

@@ -16,7 +16,7 @@ from vissl.config import AttrDict
 
 from vissl_clusterfit.cluster_step.checkpoint_files import read_checkpoint_file
 from vissl_clusterfit.cluster_step.checkpoint_formats import load_trunk_weights
-from vissl_clusterfit.cluster_step.extraction import SingleFeatureTrunk
+from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 from vissl_clusterfit.config import compose_config
 

@@ -6,131 +6,33 @@ with a message naming the key (``config.VCF.CLUSTERFIT.NUM_CLUSTERS=...``).
 
 - ``ClusterFitParams``: ``config.VCF.CLUSTERFIT`` (ClusterFit, Yan et al. 2020, Sec. 3.1).
 - ``DeepClusterParams`` (deepcluster_params.py): ``config.VCF.DEEPCLUSTER``.
+- ``NpreSpec`` (npre_spec.py): one N_pre; the shared checks: param_checks.py.
 The keys and their defaults: configs/vissl_clusterfit_defaults/plugin.yaml.
 """
 
-import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 from vissl_clusterfit.cluster_step.config_checks import (
     check_assign_test_split,
     check_extraction_transforms,
 )
 from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
+from vissl_clusterfit.cluster_step.npre_spec import NpreSpec, check_teacher, npre_spec
+from vissl_clusterfit.cluster_step.param_checks import (
+    KMEANS_BACKENDS,
+    METHODS,
+    ON_BAD_IMAGE,
+    ON_DATASET_CHANGE,
+    check_choice,
+    check_data_paths,
+    check_int,
+    check_transforms,
+    config_key,
+)
 from vissl_clusterfit.cluster_step.shard_params import FeatureShardParams
-from vissl_clusterfit.cluster_step.weights_init import WeightsInit
 from vissl_clusterfit.clustering import VALID_ORDERS, check_num_clusters
 from vissl_clusterfit.data.cluster_labels import clusterfit_output_dir
-
-
-POOLINGS = ("avg", "max", "flatten")
-KMEANS_BACKENDS = ("faiss", "distributed")
-# kmeans: ClusterFit (Sec. 3.1); prototype (Sec. 4) and per_label (Sec. 5.2): baselines
-# that use D_cf's (possibly noisy) pre-training labels
-METHODS = ("kmeans", "prototype", "per_label")
-# a label set whose images changed: refuse (naming the first differing sample) or
-# re-cluster for the current images (data/dataset_identity.py)
-ON_DATASET_CHANGE = ("error", "recluster")
-# images that do not decode: stop naming them, or label them -1 (cluster_step/bad_images.py)
-ON_BAD_IMAGE = ("error", "skip")
-
-
-def config_key(section: str, name: str) -> str:
-    return f"config.VCF.{section}.{name}"
-
-
-def check_choice(section: str, name: str, value: Any, valid: Tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(
-            f"{config_key(section, name)}={value} is not supported: use one of {valid}"
-        )
-    return str(value)
-
-
-def check_int(section: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"{config_key(section, name)}={value!r} must be an integer >= {minimum}"
-        )
-    return int(value)
-
-
-def check_transforms(section: str, value: Any) -> Tuple[Dict[str, Any], ...]:
-    transforms = tuple(dict(t) for t in (value or []))
-    if not transforms or any("name" not in t for t in transforms):
-        raise ValueError(
-            f"{config_key(section, 'TRANSFORMS')} must be a non-empty list of VISSL "
-            "transforms ({name: ..., ...}), applied to every image before extraction"
-        )
-    return transforms
-
-
-def check_data_paths(cfg: Any, split: str) -> None:
-    paths = cfg.DATA[split].get("DATA_PATHS", [])
-    if isinstance(paths, str):
-        raise ValueError(
-            f"config.DATA.{split}.DATA_PATHS={paths!r} must be a list, one entry per "
-            f"data source: write config.DATA.{split}.DATA_PATHS=[{paths}]"
-        )
-
-
-@dataclass(frozen=True)
-class NpreSpec:
-    """One N_pre whose features are clustered (several = multi-task ClusterFit)."""
-
-    checkpoint: str
-    config: str = ""
-    overrides: Tuple[str, ...] = ()
-    feature_layer: str = "res5"
-    pooling: str = "avg"
-    weights_init: WeightsInit = WeightsInit()
-    # the config key of weights_init, named in error messages
-    weights_key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT"
-
-    def as_dict(self) -> Dict[str, Any]:
-        out = {
-            "CHECKPOINT": self.checkpoint,
-            "CONFIG": self.config,
-            "OVERRIDES": list(self.overrides),
-            "FEATURE_LAYER": self.feature_layer,
-            "POOLING": self.pooling,
-        }
-        # only when set: label sets made before the key existed keep their fingerprint
-        if not self.weights_init.is_default():
-            out["WEIGHTS_INIT"] = self.weights_init.as_dict()
-        return out
-
-
-def _npre_spec(
-    section: str, name: str, value: Dict[str, Any], weights_name: str
-) -> NpreSpec:
-    weights_key = config_key(section, weights_name)
-    spec = NpreSpec(
-        checkpoint=str(value.get("CHECKPOINT") or ""),
-        config=str(value.get("CONFIG") or ""),
-        overrides=tuple(value.get("OVERRIDES") or ()),
-        feature_layer=str(value["FEATURE_LAYER"]),
-        pooling=check_choice(section, "POOLING", value["POOLING"], POOLINGS),
-        weights_init=WeightsInit.from_mapping(value.get("WEIGHTS_INIT"), weights_key),
-        weights_key=weights_key,
-    )
-    if not spec.checkpoint:
-        raise ValueError(
-            f"{config_key(section, name)} is empty: set it to the N_pre checkpoint (e.g. "
-            "<pretrain CHECKPOINT.DIR>/model_final_checkpoint_phaseN.torch)"
-        )
-    if os.path.isdir(spec.checkpoint):
-        raise ValueError(
-            f"{config_key(section, name)}={spec.checkpoint} is a directory: point it at a "
-            "checkpoint file in it (e.g. model_final_checkpoint_phaseN.torch)"
-        )
-    if not os.path.isfile(spec.checkpoint):
-        raise FileNotFoundError(
-            f"N_pre checkpoint {spec.checkpoint} does not exist: check "
-            f"{config_key(section, name)} (pre-train N_pre first)"
-        )
-    return spec
 
 
 @dataclass(frozen=True)
@@ -178,13 +80,13 @@ class ClusterFitParams:
         npre = (
             []
             if shards.precomputed
-            else [_npre_spec(s, "NPRE_CHECKPOINT", main, "NPRE_WEIGHTS_INIT")]
+            else [npre_spec(s, "NPRE_CHECKPOINT", main, "NPRE_WEIGHTS_INIT")]
         )
         for i, extra in enumerate([] if shards.precomputed else c.EXTRA_NPRE):
             spec = {"FEATURE_LAYER": c.FEATURE_LAYER, "POOLING": c.POOLING}
             spec.update(dict(extra))
             npre.append(
-                _npre_spec(
+                npre_spec(
                     s,
                     f"EXTRA_NPRE[{i}].CHECKPOINT",
                     spec,
@@ -200,7 +102,7 @@ class ClusterFitParams:
                 bool(c.get("DISTILL", False)),
             )
         if c.get("DISTILL", False):
-            _check_teacher(npre[0])
+            check_teacher(npre[0])
         assign_test = bool(c.ASSIGN_TEST)
         if assign_test:
             if "TEST" not in cfg.DATA or not cfg.DATA.TEST.DATA_SOURCES:
@@ -302,16 +204,6 @@ class ClusterFitParams:
         }
 
 
-def _check_teacher(spec: NpreSpec) -> None:
-    """Distillation needs a supervised teacher (ClusterFit Sec. 4): refused otherwise."""
-    from vissl_clusterfit.cluster_step.npre import npre_train_config
-    from vissl_clusterfit.losses.distillation_teacher import check_distillation_teacher
-
-    check_distillation_teacher(
-        npre_train_config(spec.checkpoint, spec.config, list(spec.overrides))
-    )
-
-
 def _on_bad_image(section: str, c: Any) -> str:
     mode = check_choice(
         section, "ON_BAD_IMAGE", c.get("ON_BAD_IMAGE", "error"), ON_BAD_IMAGE
@@ -351,8 +243,3 @@ def _method(section: str, c: Any) -> Dict[str, Any]:
         "pretrain_label_sources": sources,
         "pretrain_label_paths": tuple(labels.get("LABEL_PATHS", []) or []),
     }
-
-
-def transforms_list(transforms: Tuple[Dict[str, Any], ...]) -> List[Dict[str, Any]]:
-    """The transforms as VISSL's dataset config wants them (a list of dicts)."""
-    return [dict(t) for t in transforms]

@@ -38,6 +38,7 @@ from .label_baselines import (
 )
 from .metrics import ami, cluster_metrics, cluster_sizes, nmi, num_empty, purity
 from .pca import PCAWhitening
+from .pca_state import pca_from_state_dict, pca_state_dict
 from .pic import make_knn_graph, run_pic
 from .preprocess import apply_preprocessing, l2_normalize, preprocess_features
 from .reseed import local_stats, reseed_empty_clusters
@@ -45,10 +46,10 @@ from .result import KMeansResult
 from .sharded import (
     ShardedClustering,
     ShardedHierarchicalClustering,
-    fit_pca_sharded,
     sharded_hierarchical_kmeans,
     sharded_kmeans,
 )
+from .sharded_preprocess import fit_pca_sharded
 from .validation import (
     VALID_ORDERS,
     check_finite,
@@ -64,6 +65,8 @@ __all__ = [
     "KMeansResult",
     "LabelBaselineResult",
     "PCAWhitening",
+    "pca_from_state_dict",
+    "pca_state_dict",
     "ShardedClustering",
     "ShardedHierarchicalClustering",
     "VALID_ORDERS",

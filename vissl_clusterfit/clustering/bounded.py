@@ -37,6 +37,7 @@ from .comm import Comm, barrier, broadcast_from_rank0
 from .distributed_kmeans import distributed_kmeans
 from .kmeans import assign_to_centroids, fix_empty_clusters, train_kmeans
 from .pca import PCAWhitening
+from .pca_state import pca_from_state_dict, pca_state_dict
 from .preprocess import apply_preprocessing, preprocess_features
 from .validation import check_num_clusters
 
@@ -244,10 +245,10 @@ def bounded_kmeans(
             source, k, niter, seed, rows_per_centroid, prep, name, torch_dev, phases
         )
     shared = broadcast_from_rank0(
-        None if fitted is None else (fitted[2], fitted[3] and fitted[3].state_dict())
+        None if fitted is None else (fitted[2], fitted[3] and pca_state_dict(fitted[3]))
     )
     centroids = shared[0]
-    pca = PCAWhitening.from_state_dict(shared[1]) if shared[1] is not None else None
+    pca = pca_from_state_dict(shared[1]) if shared[1] is not None else None
     phases.done("broadcast")  # on ranks > 0: waiting for rank 0's training
     done, last = 0, time.time()
     assign = _Assigner(centroids, name, torch_dev)

@@ -23,7 +23,7 @@ import numpy as np
 from vissl_clusterfit.cluster_step import DeepClusterParams, recluster
 from vissl_clusterfit.cluster_step.bad_images import name_failing_images
 from vissl_clusterfit.cluster_step.extraction import extraction_dataset
-from vissl_clusterfit.cluster_step.params import transforms_list
+from vissl_clusterfit.cluster_step.param_checks import transforms_list
 from vissl_clusterfit.cluster_step.runtime_checks import (
     check_resume_head,
     check_transforms_fit,

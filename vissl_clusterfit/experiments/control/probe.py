@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from vissl_clusterfit.cluster_step.extraction import (
-    SingleFeatureTrunk,
     extract_features,
     extraction_dataset,
 )
+from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.config import compose_config
 from vissl_clusterfit.data.fashion_mnist_coarse import FINE_TO_COARSE

@@ -2,12 +2,11 @@
 (ClusterFit, Yan et al. 2020, Sec. 3.2), from the records ``control_experiment``
 collects: test top-1 vs noise rate p per method and target; comparisons A - B paired by
 seed (seed s of every model comes from seed s's N_pre), mean and 95% t interval with
-n - 1 df (as ``benchmarks.report.paired_difference``); N_cf's K chosen per (variant,
+n - 1 df (``experiments.stats.paired_interval``); N_cf's K chosen per (variant,
 target, p, seed) on the validation split, never on test.
 """
 
 import json
-import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from vissl_clusterfit.experiments.control.probe import choose_k
 from vissl_clusterfit.experiments.markdown import markdown_table
+from vissl_clusterfit.experiments.stats import paired_interval
 
 
 METHODS = ("N_pre", "N_cf", "distillation", "prototype", "random init")
@@ -60,19 +60,6 @@ def with_chosen_k(records: Sequence[Record]) -> List[Record]:
     return [r for r in records if r["model"] != "N_cf"] + chosen
 
 
-def mean_ci(values: Sequence[float]) -> Dict[str, Any]:
-    """Mean, its 95% t interval (n - 1 df; None with one value) and n: of per-seed
-    paired differences, this is the paired comparison."""
-    d = np.asarray(values, dtype=float)
-    out = {"diff": float(d.mean()), "ci_low": None, "ci_high": None, "n": len(d)}
-    if len(d) >= 2:
-        from scipy import stats
-
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        out.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half))
-    return out
-
-
 def by_seed(items: Sequence[Record], field: str = "test", **match: Any) -> Dict:
     """seed -> ``field`` of the items (records, N_pre fits, clusters) that match."""
     return {
@@ -91,7 +78,7 @@ def diff_by_seed(recs: Sequence[Record], a: str, b: str, **where: Any) -> Dict:
 def compare(recs: Sequence[Record], a: str, b: str, **where: Any) -> Optional[Dict]:
     """Paired a - b over the seeds both have at ``where`` (variant, target, p)."""
     d = diff_by_seed(recs, a, b, **where)
-    return mean_ci([d[s] for s in sorted(d)]) if d else None
+    return paired_interval([d[s] for s in sorted(d)]).ci_dict() if d else None
 
 
 def gap_growth(
@@ -101,7 +88,7 @@ def gap_growth(
     more than N_cf from p0 to p1 (Fig. 3: the gap widens with p)."""
     g0, g1 = (diff_by_seed(recs, "N_cf", "N_pre", p=p, **where) for p in (p0, p1))
     seeds = sorted(set(g0) & set(g1))
-    return mean_ci([g1[s] - g0[s] for s in seeds]) if seeds else None
+    return paired_interval([g1[s] - g0[s] for s in seeds]).ci_dict() if seeds else None
 
 
 def verdict(d: Optional[Dict], labels: Sequence[str] = ()) -> str:
@@ -181,7 +168,7 @@ def plot_fig3(path: str, recs: Sequence[Record], variants: Sequence[str]) -> Non
             for p in sorted({r["p"] for r in recs}):
                 ci = by_seed(recs, model=m, variant=v, target=t, p=p)
                 if ci:
-                    ci = mean_ci(list(ci.values()))
+                    ci = paired_interval(list(ci.values())).ci_dict()
                     low = ci["diff"] if ci["ci_low"] is None else ci["ci_low"]
                     points.append((p, ci["diff"], ci["diff"] - low))
             if points:
