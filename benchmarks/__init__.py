@@ -14,6 +14,8 @@ Scripts (each writes ``benchmarks/results/<name>.{json,md}``; see benchmarks/REA
 - ``kmeans_gpu``: the torch k-means route on one GPU at N=1.28M, D=2048, K=16,000;
 - ``probes``: k-NN and few-label probes of one checkpoint;
 - ``training_throughput``: images per second of N_pre and N_cf training.
+- ``train_loop``: where VISSL's train step loses time against a plain PyTorch step
+  (same model, batch, precision; per-step extras one at a time; pieces in ``loop/``).
 
 Shared pieces:
 

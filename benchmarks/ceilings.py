@@ -91,7 +91,8 @@ def loader_rate(
     }
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -103,17 +104,17 @@ def _rate(
     min_s, max_iters = timing.min_s, timing.max_iters
     for _ in range(timing.warmup):
         step()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     step()
-    _sync(device)
+    sync(device)
     per_iter = time.perf_counter() - t0
     iters = max(3, int(min_s / max(per_iter, 1e-6)))
     iters = min(iters, max_iters) if max_iters else iters
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     return {
         "batch_size": batch_size,
@@ -127,25 +128,33 @@ def _figure(step: Callable[[], None], device: torch.device, fig: ModelFigure) ->
     return dict(out, precision=fig.precision, image_size=fig.size)
 
 
-def _resnet50(device: torch.device, precision: str) -> torch.nn.Module:
+def torchvision_resnet(
+    device: torch.device, precision: str, arch: str = "resnet50"
+) -> torch.nn.Module:
+    """torchvision's ``arch`` (random init) on ``device``, channels_last for
+    ``bf16_cl``."""
     import torchvision
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision}: use one of {PRECISIONS}")
-    model = torchvision.models.resnet50(weights=None).to(device)
+    model = getattr(torchvision.models, arch)(weights=None).to(device)
     if precision == "bf16_cl":
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _inputs(device: torch.device, batch_size: int, size: int, precision: str):
+def model_inputs(
+    device: torch.device, batch_size: int, size: int, precision: str
+) -> torch.Tensor:
+    """Random images on ``device``, channels_last for ``bf16_cl``."""
     x = torch.randn(batch_size, 3, size, size, device=device)
     if precision == "bf16_cl":
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast for ``bf16_cl``, a disabled one for ``fp32``."""
     return torch.autocast(
         device_type=device.type,
         dtype=torch.bfloat16,
@@ -157,37 +166,54 @@ def resnet50_inference(device: torch.device, fig: ModelFigure) -> Dict[str, Any]
     """Forward passes of torchvision's ResNet-50 (eval, no grad) on device-resident
     random images: the trunk's ceiling for feature extraction."""
     precision = fig.precision
-    model = _resnet50(device, precision).eval()
-    x = _inputs(device, fig.batch_size, fig.size, precision)
+    model = torchvision_resnet(device, precision).eval()
+    x = model_inputs(device, fig.batch_size, fig.size, precision)
 
     @torch.no_grad()
     def step() -> None:
-        with _autocast(device, precision):
+        with autocast(device, precision):
             model(x)
 
     return _figure(step, device, fig)
 
 
-def resnet50_train(
-    device: torch.device, fig: ModelFigure, num_classes: int = 4
-) -> Dict[str, Any]:
-    """SGD train steps (forward, cross-entropy, backward, step; the loss read back
-    each step as VISSL's loop does) of a ResNet-50 with a ``num_classes`` linear head
-    (RotNet: 4) on device-resident random images: the ceiling for VISSL's loop."""
-    precision, batch_size = fig.precision, fig.batch_size
-    model = _resnet50(device, precision)
-    model.fc = torch.nn.Linear(model.fc.in_features, num_classes).to(device)
+def sgd_train_step(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    precision: str,
+) -> Callable[[], None]:
+    """One plain SGD train step of ``model`` on the fixed batch ``(x, y)``: forward
+    under ``autocast(precision)``, cross-entropy, backward, step, and the loss read back
+    (``.item()``) as VISSL's loop does. A model returning a list (VISSL's) is scored
+    on its first output."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = _inputs(device, batch_size, fig.size, precision)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
 
     def step() -> None:
-        with _autocast(device, precision):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast(device, precision):
+            out = model(x)
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            loss = torch.nn.functional.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss.item()
 
-    return _figure(step, device, fig)
+    return step
+
+
+def resnet50_train(
+    device: torch.device, fig: ModelFigure, num_classes: int = 4
+) -> Dict[str, Any]:
+    """SGD train steps (``sgd_train_step``) of a ResNet-50 with a ``num_classes``
+    linear head (RotNet: 4) on device-resident random images: the ceiling for VISSL's
+    loop."""
+    precision, batch_size = fig.precision, fig.batch_size
+    model = torchvision_resnet(device, precision)
+    model.fc = torch.nn.Linear(model.fc.in_features, num_classes).to(device)
+    x = model_inputs(device, batch_size, fig.size, precision)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    return _figure(sgd_train_step(model, x, y, device, precision), device, fig)

@@ -41,6 +41,9 @@ from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing li
     parse_lines,
 )
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
+from vissl_clusterfit.compat.patches import (
+    shutdown_process_group,  # train_loop: VISSL's trainer run in the benchmark's process
+)
 from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
     fast_broadcast_object as patched_broadcast_object,
 )
@@ -64,6 +67,8 @@ from vissl_clusterfit.experiments.stats import (  # seed comparisons
     Difference,
     paired_interval,
 )
+from vissl_clusterfit.hooks import hook_generator  # train_loop: the stages' hooks
+from vissl_clusterfit.hooks.base import VcfHook  # every ClassyHook event a no-op
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME as PRECISION_STEP_NAME,
 )
@@ -71,6 +76,7 @@ from vissl_clusterfit.train_steps.precision_train_step import (
 
 __all__ = [
     "Difference",
+    "VcfHook",
     "ControlSettings",
     "EXTRACTION_LINE",
     "PHASE_LINE",
@@ -93,6 +99,7 @@ __all__ = [
     "extract_features",
     "extraction_dataset",
     "feature_store",
+    "hook_generator",
     "ints",
     "marked_clustering_start",
     "names",
@@ -104,6 +111,7 @@ __all__ = [
     "read_step_meta",
     "run_cluster_step",
     "save_untrained_trunk",
+    "shutdown_process_group",
     "step_features",
     "step_labels",
     "write_label_files",

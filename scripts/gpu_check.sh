@@ -11,15 +11,5 @@
 # The interpreter: $PYTHON, else .venv/bin/python, else python3. Installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-# the stages' subprocesses import this checkout (before any installed copy)
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
-if [ -z "${VCF_GIT_COMMIT:-}" ] && git rev-parse HEAD >/dev/null 2>&1; then
-  export VCF_GIT_COMMIT="$(git rev-parse HEAD)"
-fi
-echo "[gpu_check $(date +%H:%M:%S)] $PYTHON $("$PYTHON" --version 2>&1), in $PWD"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+source scripts/run_env.sh gpu_check
 exec "$PYTHON" -m benchmarks.gpu_check "$@"
