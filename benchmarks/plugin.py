@@ -35,11 +35,6 @@ from vissl_clusterfit.cluster_step.extraction import (
     extraction_dataset as _extraction_dataset,
 )
 from vissl_clusterfit.cluster_step.extraction_trunks import pool_features
-from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing lines
-    EXTRACTION_LINE,
-    PHASE_LINE,
-    parse_lines,
-)
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.compat.patches import (  # checkpoint_load compares it
     fast_broadcast_object as patched_broadcast_object,
@@ -63,6 +58,11 @@ from vissl_clusterfit.experiments.pipeline.settings import PRESETS, PipelineSett
 from vissl_clusterfit.experiments.stats import (  # seed comparisons
     Difference,
     paired_interval,
+)
+from vissl_clusterfit.runtime.log_lines import (  # the run logs' timing lines
+    EXTRACTION_LINE,
+    PHASE_LINE,
+    parse_lines,
 )
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME as PRECISION_STEP_NAME,
