@@ -60,7 +60,11 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
             cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
         )
     except FileNotFoundError as e:
-        raise folder_checks.explain_empty_classes(cfg, "TRAIN", e) or e
+        train = cfg.DATA.TRAIN
+        explained = folder_checks.explain_empty_classes(
+            train.DATA_SOURCES, train.DATA_PATHS, "TRAIN", e
+        )
+        raise explained or e
     n = len(dataset)
     clustering.check_num_clusters(
         params.num_clusters, n, "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
