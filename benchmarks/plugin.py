@@ -35,11 +35,6 @@ from vissl_clusterfit.cluster_step.extraction import (
     extraction_dataset as _extraction_dataset,
 )
 from vissl_clusterfit.cluster_step.extraction_trunks import pool_features
-from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing lines
-    EXTRACTION_LINE,
-    PHASE_LINE,
-    parse_lines,
-)
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
 from vissl_clusterfit.compat.patches import (
     shutdown_process_group,  # train_loop: VISSL's trainer run in the benchmark's process
@@ -69,6 +64,11 @@ from vissl_clusterfit.experiments.stats import (  # seed comparisons
 )
 from vissl_clusterfit.hooks import hook_generator  # train_loop: the stages' hooks
 from vissl_clusterfit.hooks.base import VcfHook  # every ClassyHook event a no-op
+from vissl_clusterfit.runtime.log_lines import (  # the run logs' timing lines
+    EXTRACTION_LINE,
+    PHASE_LINE,
+    parse_lines,
+)
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME as PRECISION_STEP_NAME,
 )

@@ -12,9 +12,14 @@ see its ``settings.py``; ``config.<KEY>=<value>`` arguments go to every VISSL st
 import warnings
 
 
-# the stack's deprecation chatter at import would bury the progress lines (each stage's
-# full log is in <stage>/stdout.log)
-warnings.filterwarnings("ignore")
+# the stack's deprecation chatter at import (torch.jit.script, pkg_resources,
+# torchvision's video transforms) would bury the progress lines (each stage's full log
+# is in <stage>/stdout.log); every other warning is shown
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+warnings.filterwarnings(
+    "ignore",
+    message=r"(pkg_resources|The 'torchvision\.transforms\._\w+' module) is deprecated",
+)
 
 from vissl_clusterfit.experiments.pipeline.driver import invoke_main  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.gpu_check_report import collect_pipeline, summarize
 from tests.conftest import ROOT
-from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE, PHASE_LINE
+from vissl_clusterfit.runtime.log_lines import EXTRACTION_LINE, PHASE_LINE
 
 
 def _run(tmp_path, sections: str) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import vissl_clusterfit  # noqa: F401
-from tests.cluster_step.test_step import cluster_dataset, output_dir
+from tests.cluster_step.test_step import cluster_dataset, ncf_cfg, output_dir
 from tests.data.test_dataset_identity import (  # noqa: F401  (npre: a fixture)
     folder_cfg,
     npre_fixture,
@@ -103,6 +103,22 @@ def test_skip_with_feature_shards_is_refused_up_front(idx_dir, npre, tmp_path):
         cluster_dataset(cfg)
     assert "ON_BAD_IMAGE=skip" in str(e.value), e.value
     assert not os.path.exists(output_dir(cfg)) or not os.listdir(output_dir(cfg))
+
+
+def test_skip_is_checked_against_the_typed_shard_settings(idx_dir, npre, tmp_path):
+    """FEATURE_SHARDS is read once (FeatureShardParams): a section set to null takes
+    its defaults (shards off) for the ON_BAD_IMAGE=skip check too."""
+    from vissl_clusterfit.cluster_step import ClusterFitParams
+
+    cfg = ncf_cfg(
+        idx_dir,
+        tmp_path,
+        npre,
+        "config.VCF.CLUSTERFIT.ON_BAD_IMAGE=skip",
+        "config.VCF.CLUSTERFIT.FEATURE_SHARDS=null",
+    )
+    params = ClusterFitParams.from_config(cfg)
+    assert params.on_bad_image == "skip" and not params.shards.enabled
 
 
 @pytest.mark.slow

@@ -177,7 +177,10 @@ def test_precomputed_vissl_features_with_padding_duplicates(reference, tmp_path)
     np.testing.assert_array_equal(labels, ref_labels)
     with pytest.raises(ValueError, match="cover 150 of 151"):
         fs.vissl_extracted(str(tmp_path), "train", "res5", N + 1)
-    with pytest.raises(FileNotFoundError, match="no VISSL features"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="no VISSL features.*check config.VCF.CLUSTERFIT.FEATURE_SHARDS.PRECOMPUTED",
+    ):
         fs.vissl_extracted(str(tmp_path), "train", "res4", N)
 
 
@@ -190,7 +193,24 @@ def test_precomputed_npy_and_its_sample_list(reference, tmp_path) -> None:
     ids = np.concatenate([c[0] for c in store.chunks()])
     np.testing.assert_array_equal(ids, np.arange(N))
     np.testing.assert_array_equal(store.take(np.array([0, 77, 149])), x[[0, 77, 149]])
-    with pytest.raises(ValueError, match="does not list DATA.TRAIN"):
+    with pytest.raises(ValueError) as err:
         fs.npy_matrix(str(tmp_path / "f.npy"), N, str(tmp_path / "s.npy"), names[::-1])
-    with pytest.raises(ValueError, match=r"must be \(N=151, D\)"):
+    for part in (
+        f"config.VCF.CLUSTERFIT.FEATURE_SHARDS.SAMPLE_LIST={tmp_path / 's.npy'}",
+        f"{N} entries for {N} images, entry 0 is 'img0.jpg' where DATA.TRAIN has "
+        f"'img{N - 1}.jpg'",
+        "one image path per row",
+        f"row i of {tmp_path / 'f.npy'}",
+    ):
+        assert part in str(err.value), str(err.value)
+    with open(tmp_path / "s.txt", "w") as f:
+        f.write("\n".join(names[:-1]) + "\n")
+    with pytest.raises(
+        ValueError, match=f"{N - 1} entries for {N} images, entry {N - 1} is"
+    ):
+        fs.npy_matrix(str(tmp_path / "f.npy"), N, str(tmp_path / "s.txt"), names)
+    with pytest.raises(
+        ValueError,
+        match=r"config.VCF.CLUSTERFIT.FEATURE_SHARDS.PRECOMPUTED must be \(N=151, D\)",
+    ):
         fs.npy_matrix(str(tmp_path / "f.npy"), N + 1)

@@ -14,6 +14,7 @@ from tests.data.test_dataset_identity import (  # noqa: F401  (npre: a fixture)
     npre_fixture,
 )
 from vissl_clusterfit.cluster_step import npre as npre_loading
+from vissl_clusterfit.cluster_step.folder_checks import explain_empty_classes
 
 
 @pytest.fixture
@@ -34,6 +35,20 @@ def test_empty_class_folder_is_named(idx_dir, npre, tmp_path, no_extraction):
     msg = str(e.value)
     assert f"class folder(s) ['{empty}'] hold no image" in msg, msg
     assert ".png" in msg and "Remove the empty folder" in msg, msg
+
+
+def test_empty_classes_are_found_from_the_split_sources_and_paths(tmp_path):
+    """Plain arguments (DATA_SOURCES, DATA_PATHS): only disk_folder roots are searched."""
+    folder = image_folder(str(tmp_path / "images"))
+    os.makedirs(os.path.join(folder, "class2"))
+    refusal = FileNotFoundError("Found no valid file for the classes class2")
+    sources, paths = ["disk_folder", "disk_filelist"], [folder, str(tmp_path)]
+    err = explain_empty_classes(sources, paths, "TRAIN", refusal)
+    assert str(err).startswith(
+        f"config.DATA.TRAIN: the class folder(s) ['{folder}/class2'] hold no image"
+    ), err
+    other = FileNotFoundError("no such file")
+    assert explain_empty_classes(sources, paths, "TRAIN", other) is None
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
 """ClusterFit's cluster step in-process: labels, reuse, refusal, every bad input."""
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import vissl_clusterfit  # noqa: F401
+from tests.clustering.gloo import assert_rank0_error_on_every_rank, outcomes_on_ranks
 from tests.conftest import data_overrides
 from vissl_clusterfit import clustering
 from vissl_clusterfit.cluster_step import (
@@ -84,6 +86,33 @@ def test_cluster_dataset_writes_valid_labels_and_reuses(
     assert again["fingerprint"] == meta["fingerprint"]
 
 
+def _rank0_cannot_write_the_labels(rank: int, out_dir: str) -> None:
+    """The disk route on 2 ranks with the features and k-means stubbed; writing the
+    label files fails on rank 0 (a fresh process: the stubs stay in it)."""
+    from vissl_clusterfit.cluster_step import step
+
+    def no_space(*args, **kwargs):
+        raise OSError("No space left on device: clusterfit_labels.npy")
+
+    step.disk_route = SimpleNamespace(
+        open_features=lambda *args: (None, None),
+        scratch_dir=lambda *args: out_dir,
+        cluster_from_disk=lambda *args: (None, {}),
+        clean_up=lambda *args: None,
+    )
+    step.write_labels = no_space
+    params = SimpleNamespace(assign_test=False, shards=SimpleNamespace(keep=False))
+    step._run_from_disk(None, params, [], "cpu", {}, "fp")
+
+
+def test_an_error_on_rank_0_stops_every_rank_with_its_message(tmp_path):
+    """Only rank 0 writes the label files; the other ranks wait for its meta and
+    must raise its error instead of hanging."""
+    got = outcomes_on_ranks(_rank0_cannot_write_the_labels, str(tmp_path))
+    error = "OSError: No space left on device: clusterfit_labels.npy"
+    assert_rank0_error_on_every_rank(got, error, "writing the label files")
+
+
 def test_other_settings_are_refused(idx_dir, npre, tmp_path):
     cluster_dataset(ncf_cfg(idx_dir, tmp_path, npre))
     with pytest.raises(ValueError, match=r"other settings \(num_clusters: 6 -> 7"):
@@ -154,8 +183,21 @@ def test_corrupt_checkpoint(idx_dir, tmp_path):
     bad = tmp_path / "bad.torch"
     bad.write_bytes(b"this is not a checkpoint")
     (tmp_path / "train_config.yaml").write_text("MODEL: {}\n")
-    with pytest.raises(ValueError, match="bad.torch is corrupt"):
+    with pytest.raises(
+        ValueError,
+        match="bad.torch is corrupt.*point config.VCF."
+        "CLUSTERFIT.NPRE_CHECKPOINT at a good",
+    ):
         cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", str(bad)))
+
+
+def test_corrupt_extra_checkpoint_names_its_own_key(idx_dir, npre, tmp_path):
+    bad = tmp_path / "bad.torch"
+    bad.write_bytes(b"this is not a checkpoint")
+    extra = f"config.VCF.CLUSTERFIT.EXTRA_NPRE=[{{CHECKPOINT: {bad}}}]"
+    with pytest.raises(ValueError) as err:
+        cluster_dataset(ncf_cfg(idx_dir, tmp_path / "out", npre, extra))
+    assert "point config.VCF.CLUSTERFIT.EXTRA_NPRE[0].CHECKPOINT at" in str(err.value)
 
 
 def test_missing_model_config_next_to_checkpoint(idx_dir, npre, tmp_path):

@@ -116,3 +116,40 @@ def test_bad_shard_settings_name_the_key(idx_dir, npre, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="PRECOMPUTED=/nonexistent.npy"):
         ClusterFitParams.from_config(cfg)
+
+
+def test_sample_list_is_checked_against_the_data_limit_subset(idx_dir, tmp_path):
+    """SAMPLE_LIST lists DATA.TRAIN after DATA_LIMIT (VISSL's seeded subset of the
+    folder), not the whole folder."""
+    from vissl.data.data_helper import unbalanced_sub_sampling
+
+    from tests.data.test_dataset_identity import folder_cfg, image_folder
+
+    folder = image_folder(str(tmp_path / "images"))  # 12 images, 2 class folders
+    files = [
+        os.path.join(folder, f"class{c}", f"{i:02d}.png")
+        for c in (0, 1)
+        for i in range(c, 12, 2)
+    ]
+    subset = unbalanced_sub_sampling(12, 8, seed=0)  # DATA_LIMIT=8, SEED 0
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(8, 6)))
+    listed = tmp_path / "samples.txt"
+
+    def cfg(name):
+        return folder_cfg(
+            idx_dir,
+            tmp_path / "out",
+            "",
+            folder,
+            "config.DATA.TRAIN.DATA_LIMIT=8",
+            "config.VCF.CLUSTERFIT.PCA_DIM=4",
+            f"config.VCF.CLUSTERFIT.FEATURE_SHARDS.PRECOMPUTED={tmp_path}/f.npy",
+            f"config.VCF.CLUSTERFIT.FEATURE_SHARDS.SAMPLE_LIST={listed}",
+            f"config.VCF.CLUSTERFIT.NAME={name}",
+        )
+
+    listed.write_text("\n".join(files[i] for i in subset) + "\n")
+    assert cluster_dataset(cfg("subset"))["num_samples"] == 8
+    listed.write_text("\n".join(files) + "\n")  # the folder, DATA_LIMIT ignored
+    with pytest.raises(ValueError, match="SAMPLE_LIST=.*12 entries for 8 images"):
+        cluster_dataset(cfg("folder"))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
+from tests.clustering.gloo import assert_rank0_error_on_every_rank, outcomes_on_ranks
 from vissl_clusterfit.clustering import (
     apply_preprocessing,
     backend,
@@ -210,3 +211,23 @@ def test_pca_on_the_torch_device_gives_the_labels_of_numpy_pca(monkeypatch) -> N
     np.testing.assert_array_equal(res.labels, ref.labels)
     np.testing.assert_allclose(res.centroids, ref.centroids, atol=1e-5)
     np.testing.assert_allclose(res.pca.projection, ref.pca.projection, rtol=1e-8)
+
+
+class TruncatedSource(ArraySource):
+    """Rank 0 reads the training sample and finds the file cut short."""
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        raise ValueError("features.npy is truncated: extract the features again")
+
+
+def _rank0_cannot_read_the_sample(rank: int, out_dir: str) -> None:
+    x = _blobs(n=400, d=8)
+    labels, dist = np.zeros(len(x), np.int64), np.zeros(len(x), np.float32)
+    bounded_kmeans(TruncatedSource(x, 100), 4, labels, dist)
+
+
+def test_an_error_on_rank_0_stops_every_rank_with_its_message(tmp_path) -> None:
+    """Rank 1 waits for rank 0's centroids; it must raise rank 0's error, not hang."""
+    got = outcomes_on_ranks(_rank0_cannot_read_the_sample, str(tmp_path))
+    error = "ValueError: features.npy is truncated: extract the features again"
+    assert_rank0_error_on_every_rank(got, error, "training k-means on the sample")

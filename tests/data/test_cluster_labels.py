@@ -38,8 +38,23 @@ def test_length_and_range_errors(tmp_path):
     with pytest.raises(ValueError, match="has 3 labels but .* has 5 samples"):
         cl.load_cluster_labels(paths["labels"], expected_len=5)
     np.save(paths["labels"], np.array([0, 1, 7]))
-    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels up to 7, outside \[0, 3\)"):
         cl.load_cluster_labels(paths["labels"], expected_len=3)
+    # in range, but a -1 the meta does not list: the count is the problem, not K
+    np.save(paths["labels"], np.array([0, -1, 2]))
+    with pytest.raises(ValueError) as err:
+        cl.load_cluster_labels(paths["labels"], expected_len=3)
+    assert "1 labels are -1 (images that did not decode) but its meta lists 0" in str(
+        err.value
+    ) and "outside" not in str(err.value), str(err.value)
+    assert f"delete {tmp_path / 'cf'}_* to re-cluster" in str(err.value)
+    foreign = tmp_path / "mine.npy"  # no meta beside it: no K, no bad_images
+    np.save(foreign, np.array([3, -2, -1]))
+    with pytest.raises(ValueError) as err:
+        cl.load_cluster_labels(str(foreign))
+    for part in ("labels down to -2", "1 labels are -1", "there is no meta file"):
+        assert part in str(err.value), str(err.value)
+    assert "None" not in str(err.value), str(err.value)
     np.save(paths["labels"], np.array([0.5, 1.0]))
     with pytest.raises(ValueError, match="1-D integer"):
         cl.load_cluster_labels(paths["labels"])

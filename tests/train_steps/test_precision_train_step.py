@@ -7,10 +7,12 @@ import os
 import re
 
 import pytest
+import torch
 from vissl.config import AttrDict
 
 from tests.conftest import data_overrides, run_tool
-from vissl_clusterfit.cluster_step.log_lines import PHASE_LINE, parse_lines
+from vissl_clusterfit.runtime.log_lines import PHASE_LINE, parse_lines
+from vissl_clusterfit.train_steps import precision_train_step
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME,
     check_precision_config,
@@ -40,6 +42,45 @@ def test_precision_settings_that_would_be_ignored_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         check_precision_config(_cfg(**kwargs))
     check_precision_config(_cfg())  # the defaults pass
+
+
+class _CountingConfig(AttrDict):
+    """A config that counts how often the step reads its VCF section."""
+
+    reads = 0
+
+    def __getattr__(self, name):
+        if name == "VCF":
+            type(self).reads += 1
+        return super().__getattr__(name)
+
+
+class _Task:
+    def __init__(self, cfg) -> None:
+        self.config = cfg
+        self.device = torch.device("cpu")
+        self.base_model = torch.nn.Conv2d(3, 4, 3)
+
+
+def test_settings_are_read_once_per_run_and_the_task_is_left_alone(monkeypatch):
+    """Three steps: the settings are read and the model converted to channels_last at
+    the first; every step runs VISSL's step under bf16 autocast; no attribute is set
+    on VISSL's task."""
+    seen = []
+
+    def standard_step(task):
+        on = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if on else None)
+
+    monkeypatch.setattr(precision_train_step, "standard_train_step", standard_step)
+    task = _Task(_CountingConfig(_cfg("bfloat16", True, STEP_NAME)))
+    before = set(vars(task))
+    for _ in range(3):
+        precision_train_step.vcf_precision_train_step(task)
+    assert seen == [torch.bfloat16] * 3, seen
+    assert _CountingConfig.reads == 1, _CountingConfig.reads
+    assert task.base_model.weight.is_contiguous(memory_format=torch.channels_last)
+    assert set(vars(task)) == before, set(vars(task)) - before
 
 
 @pytest.mark.slow

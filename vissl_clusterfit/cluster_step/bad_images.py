@@ -9,7 +9,8 @@ the broken file a cluster and N_cf a grey image to learn. ``ON_BAD_IMAGE`` decid
 - ``skip``: cluster the other images (a stand-in image fills the broken one's place in
   the extraction batch; its features are dropped); the broken ones get label -1 in the label file,
   the meta counts and lists them, and N_cf's loader never draws them
-  (``valid_indices``; VISSL's cross-entropy also ignores -1 targets).
+  (``data.labelled_sampler.LabelledSampler``; VISSL's cross-entropy also ignores -1
+  targets).
 
 Found in DataLoader workers, so each process appends what it finds to a file of its
 own (one line per image), read back after extraction and gathered over the ranks.
@@ -177,11 +178,6 @@ def with_skipped(result: ClusterResult, mask: Optional[np.ndarray]) -> ClusterRe
         return result
     labels, distances = expand((result.labels, result.distances), mask)
     return dataclasses.replace(result, labels=labels, distances=distances)
-
-
-def valid_indices(labels: np.ndarray) -> np.ndarray:
-    """The positions N_cf may draw: those with a cluster label (not -1)."""
-    return np.flatnonzero(np.asarray(labels) >= 0)
 
 
 class PathNamingLoader:

@@ -10,10 +10,14 @@ import torch
 
 
 def read_checkpoint_file(
-    path: str, weights_only: bool = True, key: str = "NPRE_WEIGHTS_INIT"
+    path: str,
+    weights_only: bool = True,
+    key: str = "NPRE_WEIGHTS_INIT",
+    checkpoint_key: str = "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT",
 ) -> Dict[str, Any]:
     """A ``.pth`` / ``.pt`` / ``.torch`` / ``.safetensors`` file on CPU, with errors
-    that name the file and the fix."""
+    that name the file and the fix. ``key``: the WEIGHTS_INIT section's config key;
+    ``checkpoint_key``: the config key ``path`` came from."""
     if os.path.isdir(path):
         raise ValueError(
             f"N_pre checkpoint {path} is a directory: point it at a checkpoint file in "
@@ -21,17 +25,17 @@ def read_checkpoint_file(
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"N_pre checkpoint {path} does not exist: check "
-            "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT (pre-train N_pre first)"
+            f"N_pre checkpoint {path} does not exist: check {checkpoint_key} "
+            "(pre-train N_pre first)"
         )
     if path.endswith(".safetensors"):
-        return _read_safetensors(path)
+        return _read_safetensors(path, checkpoint_key)
     try:
         with torch.serialization.safe_globals(numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as e:
         if not weights_only:
-            raise _corrupt(path, e) from e
+            raise _corrupt(path, e, checkpoint_key) from e
         raise ValueError(
             f"N_pre checkpoint {path} holds Python objects besides tensors and numpy "
             f"arrays ({_unsafe_globals(path) or str(e).splitlines()[0]}), which "
@@ -40,7 +44,7 @@ def read_checkpoint_file(
             "only its state_dict"
         ) from None
     except Exception as e:
-        raise _corrupt(path, e) from e
+        raise _corrupt(path, e, checkpoint_key) from e
 
 
 def numpy_array_globals() -> List[Any]:
@@ -65,15 +69,15 @@ def _unsafe_globals(path: str) -> str:
     return ", ".join(g for g in found if g not in known)
 
 
-def _corrupt(path: str, e: Exception) -> ValueError:
+def _corrupt(path: str, e: Exception, checkpoint_key: str) -> ValueError:
     return ValueError(
         f"N_pre checkpoint {path} is corrupt or not a torch file "
-        f"({type(e).__name__}: {e}): re-run the pre-training or point NPRE_CHECKPOINT "
+        f"({type(e).__name__}: {e}): re-run the pre-training or point {checkpoint_key} "
         "at a good checkpoint"
     )
 
 
-def _read_safetensors(path: str) -> Dict[str, Any]:
+def _read_safetensors(path: str, checkpoint_key: str) -> Dict[str, Any]:
     try:
         from safetensors.torch import load_file
     except ImportError:
@@ -84,4 +88,4 @@ def _read_safetensors(path: str) -> Dict[str, Any]:
     try:
         return load_file(path, device="cpu")
     except Exception as e:
-        raise _corrupt(path, e) from e
+        raise _corrupt(path, e, checkpoint_key) from e

@@ -21,7 +21,7 @@ from vissl_clusterfit import clustering
 from vissl_clusterfit.cluster_step import extraction, runtime_checks
 from vissl_clusterfit.cluster_step.deepcluster_params import DeepClusterParams
 from vissl_clusterfit.cluster_step.rng import preserved_rng
-from vissl_clusterfit.clustering.comm import broadcast_from_rank0, rank_and_world
+from vissl_clusterfit.clustering.comm import run_on_rank0
 
 
 def recluster(
@@ -50,18 +50,20 @@ def recluster(
         )
         trunk.train(was_training)
         t_extract = time.time() - t0
-        rank, _ = rank_and_world()
-        record = None
+        sharded = None
         if params.distributed:
-            record = cluster_features_sharded(params, feats, epoch)
-        elif rank == 0:
-            record = cluster_features(params, feats, epoch)
-        labels = None
-        if record is not None:
+            sharded = cluster_features_sharded(params, feats, epoch)
+
+        def cluster_and_log() -> np.ndarray:
+            if params.distributed:
+                record = sharded
+            else:
+                record = cluster_features(params, feats, epoch)
             record.update(round=round_index, epoch=epoch, extract_s=round(t_extract, 2))
             truth = extraction.ground_truth(dataset)
-            labels = log_round(params, record, truth, previous)
-        return broadcast_from_rank0(labels)
+            return log_round(params, record, truth, previous)
+
+        return run_on_rank0(cluster_and_log, f"clustering round {round_index}")
 
 
 def cluster_features_sharded(

@@ -27,6 +27,7 @@ from vissl_clusterfit.cluster_step.params import ClusterFitParams
 from vissl_clusterfit.cluster_step.routes import ClusterResult
 from vissl_clusterfit.clustering.comm import barrier, rank_and_world
 from vissl_clusterfit.data.cluster_labels import fingerprint
+from vissl_clusterfit.data.dataset_identity import sample_paths
 
 
 # The label settings that determine the features (not K, PCA, seed, k-means backend).
@@ -50,15 +51,16 @@ def store_dir(params: ClusterFitParams, settings: Dict[str, Any]) -> str:
     return os.path.join(params.output_dir, f"features_{fingerprint(key)[:12]}")
 
 
-def _image_paths(dataset: Any) -> Optional[List[str]]:
-    get = getattr(dataset, "get_image_paths", None)
-    if get is None:
-        return None
-    try:
-        paths = get()
-    except Exception:  # a source without paths (synthetic, torchvision)
-        return None
-    return [p for source in paths for p in source]
+def _sample_list_expected(dataset: Any) -> Optional[List[str]]:
+    """DATA.TRAIN's image paths in order (after DATA_LIMIT) for SAMPLE_LIST to match;
+    None when its source has no files (the list cannot be checked)."""
+    paths = list(sample_paths(dataset))
+    if not paths:
+        logging.warning(
+            f"[vcf] {feature_store.SAMPLE_LIST_KEY} is not checked: DATA.TRAIN's "
+            "source has no image files"
+        )
+    return paths or None
 
 
 def open_features(
@@ -72,7 +74,7 @@ def open_features(
     shards extracted now (finished shards of a killed run are kept)."""
     shards, n = params.shards, len(dataset)
     if shards.precomputed.endswith(".npy"):
-        expected = _image_paths(dataset) if shards.sample_list else None
+        expected = _sample_list_expected(dataset) if shards.sample_list else None
         return (
             feature_store.npy_matrix(
                 shards.precomputed, n, shards.sample_list, expected

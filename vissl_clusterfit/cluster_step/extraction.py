@@ -28,12 +28,12 @@ from vissl_clusterfit.cluster_step.extraction_batches import (
 )
 from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
 from vissl_clusterfit.cluster_step.extraction_trunks import TrunkLayer, prepared_trunks
-from vissl_clusterfit.cluster_step.log_lines import EXTRACTION_LINE
 from vissl_clusterfit.cluster_step.runtime_checks import (
     check_data_limit,
     check_transforms_fit,
 )
 from vissl_clusterfit.clustering.comm import Comm, rank_and_world
+from vissl_clusterfit.runtime.log_lines import EXTRACTION_LINE
 
 
 def ground_truth(dataset: Any) -> Optional[np.ndarray]:

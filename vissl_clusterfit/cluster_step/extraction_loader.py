@@ -9,15 +9,13 @@ this process's share of the CPUs. channels_last and bf16 autocast let the trunk 
 features and on the cluster labels.
 """
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any, Dict
 
 import torch
 
-
-AUTOCAST_DTYPES = {"": None, "float32": None, "bfloat16": torch.bfloat16}
+from vissl_clusterfit.runtime.precision import autocast_context, checked_autocast
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,7 @@ class ExtractionLoader:
         prefetch = int(c.get("PREFETCH_FACTOR", 2))
         if prefetch < 1:
             raise ValueError(f"{key}.PREFETCH_FACTOR={prefetch} must be >= 1")
-        autocast = str(c.get("AUTOCAST", "") or "")
-        if autocast not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"{key}.AUTOCAST={autocast!r}: use one of {sorted(AUTOCAST_DTYPES)}"
-            )
+        autocast = checked_autocast(c.get("AUTOCAST", ""), f"{key}.AUTOCAST")
         return cls(
             num_workers=workers,
             pin_memory=bool(c.get("PIN_MEMORY", True)),
@@ -82,10 +76,7 @@ class ExtractionLoader:
         return kwargs
 
     def autocast_context(self, device: torch.device) -> Any:
-        dtype = AUTOCAST_DTYPES[self.autocast]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return autocast_context(self.autocast, device)
 
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format

@@ -34,6 +34,8 @@ FORMAT = "vcf_feature_shards/1"
 # Rows per chunk of the readers: a multiple of the pre-processing chunk (4096 rows),
 # so chunked pre-processing rounds exactly as it does on the whole matrix.
 CHUNK_ROWS = 16384
+PRECOMPUTED_KEY = "config.VCF.CLUSTERFIT.FEATURE_SHARDS.PRECOMPUTED"
+SAMPLE_LIST_KEY = "config.VCF.CLUSTERFIT.FEATURE_SHARDS.SAMPLE_LIST"
 
 
 def shard_ranges(n: int, rows: int) -> List[Tuple[int, int]]:
@@ -192,7 +194,8 @@ def vissl_extracted(input_dir: str, split: str, layer: str, n: int) -> FeatureSt
     if not files:
         raise FileNotFoundError(
             f"no VISSL features {input_dir}/*_{split}_{layer}_features.npy: check "
-            "config.VCF.CLUSTERFIT.PRECOMPUTED_FEATURES and FEATURE_LAYER"
+            f"{PRECOMPUTED_KEY}, its PRECOMPUTED_SPLIT and "
+            "config.VCF.CLUSTERFIT.FEATURE_LAYER"
         )
     seen = np.zeros(n, dtype=bool)
     shards, dim = [], 0
@@ -228,21 +231,40 @@ def npy_matrix(
     del mm
     if len(shape) < 2 or shape[0] != n:
         raise ValueError(
-            f"{path} has shape {shape}: config.VCF.CLUSTERFIT.PRECOMPUTED_FEATURES "
+            f"{path} has shape {shape}: {PRECOMPUTED_KEY} "
             f"must be (N={n}, D), one row per image of DATA.TRAIN in its order"
         )
     if samples:
         listed = _read_sample_list(samples)
-        if expected is not None and list(map(str, listed)) != list(map(str, expected)):
-            raise ValueError(
-                f"{samples} does not list DATA.TRAIN's images in order ({len(listed)} "
-                f"entries, {len(expected)} images): the features belong to other data"
-            )
+        if expected is not None:
+            _check_sample_list(samples, path, listed, [str(p) for p in expected])
     # Windows of the one file, each mapped alone: resident memory stays one window.
     windows = [
         Shard(path, a, b - a, offset=a) for a, b in shard_ranges(n, 4 * CHUNK_ROWS)
     ]
     return FeatureStore(windows, n, int(np.prod(shape[1:])))
+
+
+def _check_sample_list(
+    samples: str, features: str, listed: List[str], expected: List[str]
+) -> None:
+    """``listed`` (SAMPLE_LIST) must be DATA.TRAIN's image paths in its order."""
+    if listed == expected:
+        return
+    first = next(
+        (i for i, (a, b) in enumerate(zip(listed, expected)) if a != b),
+        min(len(listed), len(expected)),
+    )
+    got = listed[first] if first < len(listed) else "(end of the list)"
+    want = expected[first] if first < len(expected) else "(no more images)"
+    raise ValueError(
+        f"{SAMPLE_LIST_KEY}={samples} does not list DATA.TRAIN's images in order: "
+        f"{len(listed)} entries for {len(expected)} images, entry {first} is {got!r} "
+        f"where DATA.TRAIN has {want!r}. It must be an .npy of strings or a text file "
+        f"with one image path per row, row i naming the image of row i of {features}. "
+        "Cluster the DATA.TRAIN those features were extracted from, or write the "
+        f"list (and {PRECOMPUTED_KEY}) again in DATA.TRAIN's order"
+    )
 
 
 def _read_sample_list(path: str) -> List[str]:

@@ -17,7 +17,7 @@ and ignores the rest; a file with an image extension that does not decode is
 
 import hashlib
 import os
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -42,18 +42,18 @@ def _empty_class_folders(root: str) -> List[str]:
 
 
 def explain_empty_classes(
-    cfg: Any, split: str, error: Exception
+    sources: Sequence[str], paths: Sequence[str], split: str, error: Exception
 ) -> Optional[ValueError]:
-    """A clear error for ImageFolder's empty-class refusal of DATA.<split> (None when
-    ``error`` is something else)."""
+    """A clear error for ImageFolder's empty-class refusal of DATA.<split>, whose
+    DATA_SOURCES and DATA_PATHS are ``sources`` and ``paths`` (None when ``error`` is
+    something else)."""
     if "Found no valid file for the classes" not in str(error):
         return None
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    split_cfg = cfg.DATA[split]
     folders = [
         p
-        for source, p in zip(split_cfg.DATA_SOURCES, split_cfg.DATA_PATHS)
+        for source, p in zip(sources, paths)
         if source == "disk_folder" and os.path.isdir(p)
     ]
     empty = [e for root in folders for e in _empty_class_folders(root)]

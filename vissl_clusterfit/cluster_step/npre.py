@@ -61,14 +61,18 @@ def build_npre_trunk(
     overrides: Optional[List[str]] = None,
     weights_init: WeightsInit = WeightsInit(),
     key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT",
+    checkpoint_key: str = "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT",
 ) -> torch.nn.Module:
     """N_pre's trunk (architecture from its config) with the checkpoint's weights, in
     eval mode. The file may be any layout ``checkpoint_formats`` reads (VISSL,
     torchvision, timm, MoCo, DINO, SwAV, safetensors); ``weights_init`` pins the
-    mapping (VISSL's WEIGHTS_INIT keys), ``key`` is its config key for messages."""
+    mapping (VISSL's WEIGHTS_INIT keys); ``key`` is its config key and
+    ``checkpoint_key`` that of ``checkpoint_path``, for messages."""
     from vissl.models.trunks import get_model_trunk
 
-    checkpoint = read_checkpoint_file(checkpoint_path, weights_init.weights_only, key)
+    checkpoint = read_checkpoint_file(
+        checkpoint_path, weights_init.weights_only, key, checkpoint_key
+    )
     model_cfg = npre_model_config(checkpoint_path, config_name, list(overrides or []))
     trunk = get_model_trunk(model_cfg.TRUNK.NAME)(model_cfg, model_cfg.TRUNK.NAME)
     load_trunk_weights(trunk, checkpoint_path, weights_init, key, checkpoint)

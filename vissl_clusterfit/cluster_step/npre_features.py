@@ -29,6 +29,7 @@ def npre_trunks(params: ClusterFitParams) -> List[extraction_trunks.TrunkLayer]:
                 list(spec.overrides),
                 spec.weights_init,
                 spec.weights_key,
+                spec.checkpoint_key,
             ),
             spec.feature_layer,
             spec.pooling,

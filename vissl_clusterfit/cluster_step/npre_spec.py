@@ -25,8 +25,9 @@ class NpreSpec:
     feature_layer: str = "res5"
     pooling: str = "avg"
     weights_init: WeightsInit = WeightsInit()
-    # the config key of weights_init, named in error messages
+    # the config keys of weights_init and of checkpoint, named in error messages
     weights_key: str = "config.VCF.CLUSTERFIT.NPRE_WEIGHTS_INIT"
+    checkpoint_key: str = "config.VCF.CLUSTERFIT.NPRE_CHECKPOINT"
 
     def as_dict(self) -> Dict[str, Any]:
         out = {
@@ -54,21 +55,22 @@ def npre_spec(
         pooling=check_choice(section, "POOLING", value["POOLING"], POOLINGS),
         weights_init=WeightsInit.from_mapping(value.get("WEIGHTS_INIT"), weights_key),
         weights_key=weights_key,
+        checkpoint_key=config_key(section, name),
     )
     if not spec.checkpoint:
         raise ValueError(
-            f"{config_key(section, name)} is empty: set it to the N_pre checkpoint (e.g. "
+            f"{spec.checkpoint_key} is empty: set it to the N_pre checkpoint (e.g. "
             "<pretrain CHECKPOINT.DIR>/model_final_checkpoint_phaseN.torch)"
         )
     if os.path.isdir(spec.checkpoint):
         raise ValueError(
-            f"{config_key(section, name)}={spec.checkpoint} is a directory: point it at a "
+            f"{spec.checkpoint_key}={spec.checkpoint} is a directory: point it at a "
             "checkpoint file in it (e.g. model_final_checkpoint_phaseN.torch)"
         )
     if not os.path.isfile(spec.checkpoint):
         raise FileNotFoundError(
             f"N_pre checkpoint {spec.checkpoint} does not exist: check "
-            f"{config_key(section, name)} (pre-train N_pre first)"
+            f"{spec.checkpoint_key} (pre-train N_pre first)"
         )
     return spec
 

@@ -76,6 +76,11 @@ class ClusterFitParams:
             "WEIGHTS_INIT": c.get("NPRE_WEIGHTS_INIT"),
         }
         shards = FeatureShardParams.from_config(c)
+        backend = check_choice(
+            s, "KMEANS_BACKEND", c.get("KMEANS_BACKEND", "faiss"), KMEANS_BACKENDS
+        )
+        distill = bool(c.get("DISTILL", False))
+        method = _method(s, c, backend)
         # Precomputed features need no N_pre (nothing is extracted).
         npre = (
             []
@@ -96,12 +101,8 @@ class ClusterFitParams:
         check_data_paths(cfg, "TRAIN")
         check_extraction_transforms(cfg, s, c.TRANSFORMS)
         if shards.active:
-            shards.check_compatible(
-                c.get("METHOD", "kmeans"),
-                c.get("KMEANS_BACKEND", "faiss"),
-                bool(c.get("DISTILL", False)),
-            )
-        if c.get("DISTILL", False):
+            shards.check_compatible(method["method"], backend, distill)
+        if distill:
             check_teacher(npre[0])
         assign_test = bool(c.ASSIGN_TEST)
         if assign_test:
@@ -132,24 +133,22 @@ class ClusterFitParams:
             l2_norm=bool(c.L2_NORM),
             order=check_choice(s, "ORDER", c.ORDER, tuple(VALID_ORDERS)),
             pca_sample_size=check_int(s, "PCA_SAMPLE_SIZE", c.PCA_SAMPLE_SIZE, 0),
-            kmeans_backend=check_choice(
-                s, "KMEANS_BACKEND", c.get("KMEANS_BACKEND", "faiss"), KMEANS_BACKENDS
-            ),
+            kmeans_backend=backend,
             transforms=check_transforms(s, c.TRANSFORMS),
             batch_size=check_int(s, "BATCHSIZE", c.BATCHSIZE, 1),
             loader=ExtractionLoader.from_config(cfg, s),
             output_dir=clusterfit_output_dir(c.OUTPUT_DIR, cfg.CHECKPOINT.DIR),
             name=str(c.NAME),
             assign_test=assign_test,
-            distill=bool(c.get("DISTILL", False)),
+            distill=distill,
             on_dataset_change=check_choice(
                 s,
                 "ON_DATASET_CHANGE",
                 c.get("ON_DATASET_CHANGE", "error"),
                 ON_DATASET_CHANGE,
             ),
-            on_bad_image=_on_bad_image(s, c),
-            **_method(s, c),
+            on_bad_image=_on_bad_image(s, c, shards, backend),
+            **method,
             shards=shards,
         )
 
@@ -204,17 +203,19 @@ class ClusterFitParams:
         }
 
 
-def _on_bad_image(section: str, c: Any) -> str:
+def _on_bad_image(
+    section: str, c: Any, shards: FeatureShardParams, backend: str
+) -> str:
     mode = check_choice(
         section, "ON_BAD_IMAGE", c.get("ON_BAD_IMAGE", "error"), ON_BAD_IMAGE
     )
-    if mode == "skip" and c.get("FEATURE_SHARDS", {}).get("ENABLED", False):
+    if mode == "skip" and shards.enabled:
         raise ValueError(
             f"{config_key(section, 'ON_BAD_IMAGE')}=skip is not supported with "
             f"{config_key(section, 'FEATURE_SHARDS.ENABLED')}=true yet (the shards "
             "hold every index): remove the broken images, or turn the shards off"
         )
-    if mode == "skip" and c.get("KMEANS_BACKEND", "faiss") == "distributed":
+    if mode == "skip" and backend == "distributed":
         raise ValueError(
             f"{config_key(section, 'ON_BAD_IMAGE')}=skip leaves images out of the "
             f"k-means, which rank 0 does: set {config_key(section, 'KMEANS_BACKEND')}="
@@ -223,7 +224,7 @@ def _on_bad_image(section: str, c: Any) -> str:
     return mode
 
 
-def _method(section: str, c: Any) -> Dict[str, Any]:
+def _method(section: str, c: Any, backend: str) -> Dict[str, Any]:
     method = check_choice(section, "METHOD", c.get("METHOD", "kmeans"), METHODS)
     labels = c.get("PRETRAIN_LABELS", {}) or {}
     sources = tuple(labels.get("LABEL_SOURCES", []) or [])
@@ -233,7 +234,7 @@ def _method(section: str, c: Any) -> Dict[str, Any]:
             f"pre-training labels: set {config_key(section, 'PRETRAIN_LABELS.LABEL_SOURCES')}"
             " (e.g. [vcf_fashion_mnist] or [vcf_noisy:vcf_fashion_mnist])"
         )
-    if method != "kmeans" and c.get("KMEANS_BACKEND", "faiss") == "distributed":
+    if method != "kmeans" and backend == "distributed":
         raise ValueError(
             f"{config_key(section, 'METHOD')}={method} runs on rank 0: set "
             f"{config_key(section, 'KMEANS_BACKEND')}=faiss"

@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import torch
 
 from vissl_clusterfit.cluster_step.rng import preserved_rng
+from vissl_clusterfit.compat.vissl_subset import vissl_subsets
 
 
 def check_data_limit(dataset: Any, split: str) -> None:
@@ -24,7 +25,7 @@ def check_data_limit(dataset: Any, split: str) -> None:
     if limit < 0:
         return
     skip = 0
-    if dataset._can_random_subset_data_sources():
+    if vissl_subsets(dataset):
         skip = int(dataset.data_limit_sampling.get("SKIP_NUM_SAMPLES", 0))
     for i, source in enumerate(dataset.data_objs):
         size = len(source)

@@ -40,11 +40,7 @@ from vissl_clusterfit.cluster_step.routes import (
     cluster_sharded,
     cluster_with_labels,
 )
-from vissl_clusterfit.clustering.comm import (
-    barrier,
-    broadcast_from_rank0,
-    rank_and_world,
-)
+from vissl_clusterfit.clustering.comm import run_on_rank0
 from vissl_clusterfit.data.cluster_labels import fingerprint, label_paths
 
 
@@ -58,14 +54,17 @@ def run_cluster_step(
 
 
 def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, Any]:
-    rank, _ = rank_and_world()
     transforms = transforms_list(params.transforms)
     try:
         dataset = extraction.extraction_dataset(
             cfg, transforms, "TRAIN", "config.VCF.CLUSTERFIT.TRANSFORMS"
         )
     except FileNotFoundError as e:
-        raise folder_checks.explain_empty_classes(cfg, "TRAIN", e) or e
+        train = cfg.DATA.TRAIN
+        explained = folder_checks.explain_empty_classes(
+            train.DATA_SOURCES, train.DATA_PATHS, "TRAIN", e
+        )
+        raise explained or e
     n = len(dataset)
     clustering.check_num_clusters(
         params.num_clusters, n, "config.VCF.CLUSTERFIT.NUM_CLUSTERS"
@@ -99,23 +98,25 @@ def _run(cfg: Any, params: ClusterFitParams, device: torch.device) -> Dict[str, 
         )
         feats = feats[mask] if feats is not None else None
     result = cluster_sharded(params, feats) if params.distributed else None
-    if params.uses_pretrain_labels and rank == 0:
-        pretrain = pretrain_labels(cfg, params, n)
-        pretrain = pretrain[mask] if mask is not None else pretrain
-        result = cluster_with_labels(params, feats, pretrain)
-    elif not params.distributed and rank == 0:
-        result = cluster_on_rank0(params, feats)
-    del feats
-    written = None
-    if rank == 0:
+
+    def cluster_and_write() -> Dict[str, Any]:
+        nonlocal feats, result
+        if params.uses_pretrain_labels:
+            pretrain = pretrain_labels(cfg, params, n)
+            pretrain = pretrain[mask] if mask is not None else pretrain
+            result = cluster_with_labels(params, feats, pretrain)
+        elif not params.distributed:
+            result = cluster_on_rank0(params, feats)
+        feats = None
         result = bad_images.with_skipped(result, mask)
         written = write_labels(
             cfg, params, result, dataset, settings, fp, t_extract, teacher, bad
         )
         if params.assign_test:
             assign_test(cfg, params, result, device)
-    barrier()
-    return broadcast_from_rank0(written)
+        return written
+
+    return run_on_rank0(cluster_and_write, "clustering and writing the label files")
 
 
 def _run_from_disk(
@@ -127,7 +128,6 @@ def _run_from_disk(
     fp: str,
 ) -> Dict[str, Any]:
     """FEATURE_SHARDS: features on disk, bounded-memory k-means (disk_route)."""
-    rank, _ = rank_and_world()
     t0 = time.time()
     store, folder = disk_route.open_features(
         params, dataset, device, settings, lambda: npre_trunks(params)
@@ -135,8 +135,9 @@ def _run_from_disk(
     t_extract = time.time() - t0
     scratch = disk_route.scratch_dir(params, folder)
     result, extra = disk_route.cluster_from_disk(params, store, scratch)
-    written = None
-    if rank == 0:
+
+    def write_and_clean_up() -> Dict[str, Any]:
+        nonlocal result
         written = write_labels(
             cfg,
             params,
@@ -150,7 +151,8 @@ def _run_from_disk(
         )
         if params.assign_test:
             assign_test(cfg, params, result, device)
-        del result
+        result = None  # its label arrays are memory-mapped in scratch
         disk_route.clean_up(folder, scratch, params.shards.keep)
-    barrier()
-    return broadcast_from_rank0(written)
+        return written
+
+    return run_on_rank0(write_and_clean_up, "writing the label files")

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from vissl_clusterfit.compat.vissl_subset import source_indexed
 from vissl_clusterfit.data.cluster_sampler import UniformClusterSampler
 from vissl_clusterfit.data.labelled_sampler import LabelledSampler
 
@@ -76,20 +77,6 @@ def check_head_input(task: Any) -> None:
             f"{dim}-d features: set the head's input dim to {dim} "
             f'(e.g. [["mlp", {{"dims": [{dim}, K]}}]])'
         )
-
-
-def source_indexed(dataset: Any, labels: np.ndarray) -> np.ndarray:
-    """``labels`` (one per served position) as GenericSSLDataset reads them: when VISSL
-    itself subsets the data source (DATA_LIMIT on disk_folder / disk_filelist), it
-    indexes ``label_objs`` with the source index of each position, so scatter them
-    there (-1 elsewhere); our own data sources subset internally and need no change."""
-    if not (dataset.data_limit >= 0 and dataset._can_random_subset_data_sources()):
-        return labels
-    if not dataset._subset_initialized:
-        dataset._init_image_and_label_subset()
-    full = np.full(len(dataset.data_objs[0]), -1, dtype=np.int64)
-    full[np.asarray(dataset.image_and_label_subset)] = labels
-    return full
 
 
 def rebuild_train_loader(task: Any, cfg: Any, get_sampler: Any) -> None:

@@ -20,6 +20,7 @@ from .comm import (
     dist_is_initialized,
     gather_rows,
     rank_and_world,
+    run_on_rank0,
 )
 from .distributed_kmeans import distributed_kmeans
 from .hierarchical import distributed_hierarchical_kmeans, hierarchical_kmeans
@@ -105,6 +106,7 @@ __all__ = [
     "rank_and_world",
     "reseed_empty_clusters",
     "run_kmeans",
+    "run_on_rank0",
     "run_pic",
     "sharded_hierarchical_kmeans",
     "sharded_kmeans",

@@ -33,7 +33,7 @@ import torch
 
 from .assign import nearest_centroids
 from .backend import choose_backend
-from .comm import Comm, barrier, broadcast_from_rank0
+from .comm import Comm, barrier, run_on_rank0
 from .distributed_kmeans import distributed_kmeans
 from .kmeans import assign_to_centroids, fix_empty_clusters, train_kmeans
 from .pca import PCAWhitening
@@ -240,15 +240,16 @@ def bounded_kmeans(
     )
     phases = _Phases(on_phase)
     fitted = None
-    if comm.rank == 0:
+
+    def fit() -> Tuple[np.ndarray, Optional[Dict[str, Any]]]:
+        nonlocal fitted
         fitted = _fit_on_sample(
             source, k, niter, seed, rows_per_centroid, prep, name, torch_dev, phases
         )
-    shared = broadcast_from_rank0(
-        None if fitted is None else (fitted[2], fitted[3] and pca_state_dict(fitted[3]))
-    )
-    centroids = shared[0]
-    pca = pca_from_state_dict(shared[1]) if shared[1] is not None else None
+        return fitted[2], fitted[3] and pca_state_dict(fitted[3])
+
+    centroids, pca_state = run_on_rank0(fit, "training k-means on the sample")
+    pca = pca_from_state_dict(pca_state) if pca_state is not None else None
     phases.done("broadcast")  # on ranks > 0: waiting for rank 0's training
     done, last = 0, time.time()
     assign = _Assigner(centroids, name, torch_dev)

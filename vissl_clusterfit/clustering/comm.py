@@ -7,7 +7,7 @@ Python objects between ranks goes through this module, so a single process (no
 ``init_process_group``) always takes the same, collective-free path.
 """
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -21,7 +21,10 @@ __all__ = [
     "dist_is_initialized",
     "gather_rows",
     "rank_and_world",
+    "run_on_rank0",
 ]
+
+T = TypeVar("T")
 
 
 def dist_is_initialized() -> bool:
@@ -53,6 +56,32 @@ def broadcast_from_rank0(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def run_on_rank0(work: Callable[[], T], what: str) -> T:
+    """``work()`` on rank 0, its result on every rank (:func:`broadcast_from_rank0`).
+
+    The other ranks wait in the broadcast while rank 0 works; when ``work`` raises
+    there, rank 0 broadcasts the error instead of a result, so every other rank raises
+    a ``RuntimeError`` naming it rather than waiting forever, and rank 0 re-raises its
+    own exception. ``what`` says what rank 0 was doing, for that message.
+    """
+    rank, _ = rank_and_world()
+    status = None
+    if rank == 0:
+        try:
+            status = (True, work())
+        except Exception as err:
+            if dist_is_initialized():
+                broadcast_from_rank0((False, f"{type(err).__name__}: {err}"))
+            raise
+    ok, payload = broadcast_from_rank0(status)
+    if not ok:
+        raise RuntimeError(
+            f"rank 0 failed while {what}: {payload} (rank 0's log has the traceback); "
+            f"rank {rank} stops too"
+        )
+    return payload
 
 
 def gather_rows(local: np.ndarray, dst: int = 0) -> Optional[np.ndarray]:

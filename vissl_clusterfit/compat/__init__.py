@@ -7,4 +7,6 @@
 - ``crash_safe_checkpoints``: checkpoints written so that a killed run leaves either the
   old or the new complete file.
 - ``patching``: ``once``, which applies a patch once per process.
+- ``vissl_subset``: not a patch, the one adapter over VISSL's private DATA_LIMIT subset
+  of a ``GenericSSLDataset`` (which source index each position serves).
 """

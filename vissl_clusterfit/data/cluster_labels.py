@@ -24,7 +24,7 @@ file, never a half file that looks complete.
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -183,20 +183,44 @@ def load_cluster_labels(
     if path.endswith("_labels.npy"):
         output_dir, name = os.path.split(path[: -len("_labels.npy")])
         meta = read_meta(output_dir, name)
-    k = meta.get("num_clusters") if meta else None
-    # images that did not decode (ON_BAD_IMAGE=skip) are -1, as many as the meta lists
-    skipped = int(((meta or {}).get("bad_images") or {}).get("count", 0))
-    negative = int((labels < 0).sum())
-    if len(labels) and (
-        labels.min() < -1
-        or negative != skipped
-        or (k is not None and labels.max() >= k)
-    ):
+    problems = _label_problems(labels, meta)
+    if problems:
+        fix = (
+            f"delete {os.path.join(output_dir, name)}_* to re-cluster"
+            if meta is not None
+            else "re-run the cluster step, or point LABEL_PATHS at a label file of it"
+        )
         raise ValueError(
-            f"cluster label file {path} has labels in [{labels.min()}, {labels.max()}], "
-            f"outside [0, {k}) (K from its meta file; -1 only for the images its meta "
-            "lists under bad_images): the file is corrupt, delete it"
+            f"cluster label file {path}: {'; '.join(problems)}. It is corrupt or was "
+            f"edited after it was written: {fix}"
         )
     if meta is not None:
         verify_label_set(output_dir, name, meta)
     return labels.astype(np.int64)
+
+
+def _label_problems(labels: np.ndarray, meta: Optional[Dict[str, Any]]) -> List[str]:
+    """What is wrong with the values of a label file: labels are in [0, K) (K: the
+    meta's num_clusters), and -1 only for the images that did not decode
+    (ON_BAD_IMAGE=skip), as many as the meta lists under bad_images."""
+    if not len(labels):
+        return []
+    problems = []
+    if labels.min() < -1:
+        problems.append(f"labels down to {labels.min()} (-1 is the only negative one)")
+    k = meta.get("num_clusters") if meta else None
+    if k is not None and labels.max() >= k:
+        problems.append(f"labels up to {labels.max()}, outside [0, {k}) (K: its meta)")
+    negative = int((labels == -1).sum())
+    skipped = int(((meta or {}).get("bad_images") or {}).get("count", 0))
+    if negative != skipped and meta is None:
+        problems.append(
+            f"{negative} labels are -1, which only marks an image that did not decode "
+            "(listed under bad_images in the meta file), but there is no meta file"
+        )
+    elif negative != skipped:
+        problems.append(
+            f"{negative} labels are -1 (images that did not decode) but its meta lists "
+            f"{skipped} under bad_images"
+        )
+    return problems

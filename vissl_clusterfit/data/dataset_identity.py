@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
+from vissl_clusterfit.compat.vissl_subset import subset_source_indices
 from vissl_clusterfit.data.cluster_labels import IMAGES_SUFFIX
 from vissl_clusterfit.io import atomic_write
 
@@ -45,11 +46,8 @@ def images_list_path(labels_path: str) -> str:
 
 def _positions(dataset: Any) -> np.ndarray:
     """Source index of each position (VISSL's DATA_LIMIT subset, or all)."""
-    if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
-        if not dataset._subset_initialized:
-            dataset._init_image_and_label_subset()
-        return np.asarray(dataset.image_and_label_subset)
-    return np.arange(len(dataset))
+    subset = subset_source_indices(dataset)
+    return np.arange(len(dataset)) if subset is None else subset
 
 
 def sample_paths(dataset: Any) -> Iterator[str]:

@@ -25,11 +25,12 @@ them here; otherwise VISSL's code runs unchanged.
 import copy
 import logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import numpy as np
 from vissl.data.ssl_dataset import GenericSSLDataset
 
+from vissl_clusterfit.compat.vissl_subset import source_indexed, subset_source_indices
 from vissl_clusterfit.data import label_noise
 from vissl_clusterfit.data.cluster_labels import (
     TEST_SUFFIX,
@@ -77,15 +78,7 @@ def _cluster_labels(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
         what=f"DATA.{dataset.split} ({dataset.dataset_names[idx]})",
     )
     _check_images(dataset, path)
-    if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
-        # GenericSSLDataset indexes label_objs with the source index of each subset
-        # position: scatter so that position i still gets labels[i].
-        if not dataset._subset_initialized:
-            dataset._init_image_and_label_subset()
-        full = np.full(len(dataset.data_objs[idx]), -1, dtype=np.int64)
-        full[dataset.image_and_label_subset] = labels
-        return full
-    return labels
+    return source_indexed(dataset, labels, idx)
 
 
 def _check_images(dataset: GenericSSLDataset, path: str) -> None:
@@ -142,25 +135,6 @@ def _vissl_labels(dataset: GenericSSLDataset, idx: int, source: str) -> np.ndarr
     return np.asarray(labels)
 
 
-def _served_source_indices(
-    dataset: GenericSSLDataset, clean: np.ndarray
-) -> Optional[np.ndarray]:
-    """The source index of each served position when GenericSSLDataset subsets
-    (DATA_LIMIT on VISSL's data sources); None when position = source index (ours
-    subset inside the data source)."""
-    if not (dataset.data_limit >= 0 and dataset._can_random_subset_data_sources()):
-        return None
-    if not dataset._subset_initialized:
-        # balanced sub-sampling reads label_objs[0], not filled yet: the clean labels
-        loaded = dataset.label_objs
-        dataset.label_objs = [clean]
-        try:
-            dataset._init_image_and_label_subset()
-        finally:
-            dataset.label_objs = loaded
-    return np.asarray(dataset.image_and_label_subset, dtype=np.int64)
-
-
 def _noisy_loader(inner: str) -> Callable[[GenericSSLDataset, int], np.ndarray]:
     def load(dataset: GenericSSLDataset, idx: int) -> np.ndarray:
         split_cfg = dataset.cfg["DATA"][dataset.split]
@@ -177,7 +151,8 @@ def _noisy_loader(inner: str) -> Callable[[GenericSSLDataset, int], np.ndarray]:
                 f"{clean.shape} dtype {clean.dtype}"
             )
         num_classes = label_noise.resolve_num_classes(clean, settings.num_classes)
-        served = _served_source_indices(dataset, clean)
+        # balanced sub-sampling reads label_objs[0], not filled yet: the clean labels
+        served = subset_source_indices(dataset, clean)
         served_clean = clean if served is None else clean[served]
         noisy, positions = label_noise.inject_uniform_noise(
             served_clean, settings.rate, settings.seed, num_classes
@@ -262,11 +237,8 @@ def served_labels(dataset: GenericSSLDataset, index: int = 0) -> np.ndarray:
     if not dataset.labels_init:
         dataset.load_labels()
     labels = np.asarray(dataset.label_objs[index])
-    if dataset.data_limit >= 0 and dataset._can_random_subset_data_sources():
-        if not dataset._subset_initialized:
-            dataset._init_image_and_label_subset()
-        labels = labels[np.asarray(dataset.image_and_label_subset)]
-    return labels.astype(np.int64)
+    subset = subset_source_indices(dataset)
+    return (labels if subset is None else labels[subset]).astype(np.int64)
 
 
 def reload_labels(dataset: GenericSSLDataset) -> None:

@@ -12,8 +12,9 @@ import math
 from typing import Iterator, Optional
 
 import numpy as np
-import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from vissl_clusterfit.clustering.comm import rank_and_world
 
 
 class LabelledSampler(Sampler):
@@ -27,13 +28,9 @@ class LabelledSampler(Sampler):
         num_replicas: Optional[int] = None,
         rank: Optional[int] = None,
     ) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        self.num_replicas = int(
-            num_replicas or (dist.get_world_size() if distributed else 1)
-        )
-        self.rank = int(
-            rank if rank is not None else (dist.get_rank() if distributed else 0)
-        )
+        this_rank, world = rank_and_world()
+        self.num_replicas = int(num_replicas or world)
+        self.rank = int(rank if rank is not None else this_rank)
         self.indices = np.flatnonzero(np.asarray(labels) >= 0)
         if not len(self.indices):
             raise ValueError("no labelled sample to train on: every label is -1")

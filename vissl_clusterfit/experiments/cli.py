@@ -10,7 +10,6 @@ dataclass's annotations is enough and gives errors that name the setting.
 import dataclasses
 import sys
 import typing
-import warnings
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 from vissl_clusterfit.launch.launcher import exit_if_help
@@ -35,9 +34,24 @@ def _base_type(annotation: Any) -> Any:
     return args[0] if typing.get_origin(annotation) is typing.Union else annotation
 
 
+BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "0": False,
+    "false": False,
+    "no": False,
+}
+
+
 def _typed(key: str, value: str, kind: Any) -> Any:
     if kind is bool:
-        return value.lower() in ("1", "true", "yes")
+        if value.lower() not in BOOLEANS:
+            raise ValueError(
+                f"{key}={value}: expected a boolean, one of "
+                f"{', '.join(BOOLEANS)} (any case)"
+            )
+        return BOOLEANS[value.lower()]
     if kind is int:
         try:
             return int(value)
@@ -48,7 +62,8 @@ def _typed(key: str, value: str, kind: Any) -> Any:
 
 def parse_settings(cls: Type[Any], prefix: str, args: List[str]) -> Any:
     """``cls(**values)`` from ``<prefix>.<key>=<value>`` arguments, each value typed by
-    the field's annotation (bool: 1 / true / yes; int; anything else: the text)."""
+    the field's annotation (bool: 1 / true / yes or 0 / false / no; int; anything
+    else: the text)."""
     fields = {f.name: _base_type(f.type) for f in dataclasses.fields(cls)}
     values: Dict[str, Any] = {}
     for arg in args:
@@ -67,11 +82,8 @@ def console_argv(
     argv: Optional[List[str]], usage: str, cls: Type[Any], prefix: str
 ) -> List[str]:
     """The arguments of a driver's console script (``sys.argv[1:]`` unless given). On
-    -h / --help: ``usage`` and the settings' names, then exit. The stack's deprecation
-    chatter is silenced: it would bury the progress lines (every stage's full log is in
-    ``<stage>/stdout.log``)."""
+    -h / --help: ``usage`` and the settings' names, then exit."""
     argv = sys.argv[1:] if argv is None else argv
     names = "".join(f"  {prefix}.{f.name}\n" for f in dataclasses.fields(cls))
     exit_if_help(argv, usage + names)
-    warnings.filterwarnings("ignore")
     return argv

@@ -4,7 +4,7 @@ runs after that, one log line per phase.
 A GPU idles between phases while VISSL re-creates the data iterator and its workers
 start (with forkserver each worker imports torch, VISSL and the plugin again: 29-67 s
 per phase on one H200). These lines make that dead time visible in every run's log;
-``benchmarks/gpu_check.py`` reads them back (``cluster_step.log_lines``).
+``benchmarks/gpu_check.py`` reads them back (``runtime.log_lines``).
 
 - advance: from the end of the previous phase's hooks (or the run's start) to the end
   of this phase's ``on_phase_start`` hooks (VISSL builds the data iterator in between).
@@ -16,11 +16,12 @@ per phase on one H200). These lines make that dead time visible in every run's l
   (the steady rate; VISSL's loss ``.item()`` per step synchronises the device).
 """
 
+import logging
 import time
 from typing import Any, Optional
 
-from vissl_clusterfit.cluster_step.log_lines import PHASE_LINE
 from vissl_clusterfit.hooks.base import VcfHook
+from vissl_clusterfit.runtime.log_lines import PHASE_LINE
 
 
 class PhaseTimerHook(VcfHook):
@@ -67,8 +68,6 @@ class PhaseTimerHook(VcfHook):
         self._last_step = now
 
     def on_phase_end(self, task: Any) -> None:
-        import logging
-
         if self._first_batch is not None and self._first_step is not None:
             span = self._last_step - self._first_step
             logging.info(

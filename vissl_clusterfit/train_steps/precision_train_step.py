@@ -18,35 +18,53 @@ Config params (``config.VCF.TRAINING``): ``AUTOCAST`` ("" or bfloat16),
 Parameter objects, so DDP and the optimizer keep theirs).
 """
 
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from vissl.trainer.train_steps import register_train_step
 from vissl.trainer.train_steps.standard_train_step import standard_train_step
 
-from vissl_clusterfit.cluster_step.extraction_loader import AUTOCAST_DTYPES
+from vissl_clusterfit.runtime.precision import autocast_context, checked_autocast
 
 
 STEP_NAME = "vcf_precision_train_step"
 
 
+@dataclass(frozen=True)
+class PrecisionSettings:
+    """``config.VCF.TRAINING``, read once per run.
+
+    Args:
+        autocast: "" (float32) or "bfloat16" (``torch.autocast`` around the step).
+        channels_last: convert the model to NHWC once, before its first step.
+    """
+
+    autocast: str = ""
+    channels_last: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PrecisionSettings":
+        t = cfg.VCF.get("TRAINING", {}) or {}
+        return cls(
+            autocast=checked_autocast(
+                t.get("AUTOCAST", ""), "config.VCF.TRAINING.AUTOCAST"
+            ),
+            channels_last=bool(t.get("CHANNELS_LAST", False)),
+        )
+
+
 def check_precision_config(cfg: Any) -> None:
     """Refuse precision settings that would be silently ignored or overridden."""
-    t = cfg.VCF.get("TRAINING", {}) or {}
-    autocast = str(t.get("AUTOCAST", "") or "")
-    if autocast not in AUTOCAST_DTYPES:
-        raise ValueError(
-            f"config.VCF.TRAINING.AUTOCAST={autocast!r}: use one of "
-            f"{sorted(AUTOCAST_DTYPES)}"
-        )
-    wanted = bool(autocast) or bool(t.get("CHANNELS_LAST", False))
+    settings = PrecisionSettings.from_config(cfg)
     step = cfg.TRAINER.TRAIN_STEP_NAME
-    if wanted and step != STEP_NAME:
+    if (settings.autocast or settings.channels_last) and step != STEP_NAME:
         raise ValueError(
             f"config.VCF.TRAINING (AUTOCAST / CHANNELS_LAST) needs "
             f"config.TRAINER.TRAIN_STEP_NAME={STEP_NAME} (it is {step})"
         )
-    if autocast and cfg.MODEL.AMP_PARAMS.USE_AMP:
+    if settings.autocast and cfg.MODEL.AMP_PARAMS.USE_AMP:
         raise ValueError(
             "config.VCF.TRAINING.AUTOCAST is set together with "
             "config.MODEL.AMP_PARAMS.USE_AMP=True, whose float16 autocast would "
@@ -54,14 +72,17 @@ def check_precision_config(cfg: Any) -> None:
         )
 
 
+# Each run's settings, read at its first step (VISSL calls a train step with the task
+# alone, at every step); nothing is stored on VISSL's task.
+_RUNS: "weakref.WeakKeyDictionary[Any, PrecisionSettings]" = weakref.WeakKeyDictionary()
+
+
 @register_train_step(STEP_NAME)
 def vcf_precision_train_step(task: Any) -> Any:
-    t = task.config.VCF.get("TRAINING", {}) or {}
-    if t.get("CHANNELS_LAST", False) and not getattr(task, "_vcf_channels_last", 0):
-        task.base_model.to(memory_format=torch.channels_last)
-        task._vcf_channels_last = 1
-    dtype = AUTOCAST_DTYPES[str(t.get("AUTOCAST", "") or "")]
-    if dtype is None:
-        return standard_train_step(task)
-    with torch.autocast(device_type=task.device.type, dtype=dtype):
+    settings = _RUNS.get(task)
+    if settings is None:
+        settings = _RUNS[task] = PrecisionSettings.from_config(task.config)
+        if settings.channels_last:
+            task.base_model.to(memory_format=torch.channels_last)
+    with autocast_context(settings.autocast, task.device):
         return standard_train_step(task)

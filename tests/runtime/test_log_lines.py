@@ -6,11 +6,7 @@ import torch
 
 from vissl_clusterfit.cluster_step.extraction import extract_features
 from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
-from vissl_clusterfit.cluster_step.log_lines import (
-    EXTRACTION_LINE,
-    PHASE_LINE,
-    parse_lines,
-)
+from vissl_clusterfit.runtime.log_lines import EXTRACTION_LINE, PHASE_LINE, parse_lines
 
 
 def test_phase_line_round_trip():
