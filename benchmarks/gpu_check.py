@@ -291,8 +291,15 @@ def section_configs(args: argparse.Namespace, out: Partial) -> None:
             name = getattr(p, f"{kind}_config").format(
                 p="rotnet", scale="gpu", target="fmnist"
             )
+            # one process, as the sections' pipeline runs (pipeline.num_proc=1): the
+            # learning rate follows the global batch
             _, cfg = compose_config(
-                [f"config={name}", *group, "config.CHECKPOINT.DIR=/tmp/vcf_unused"],
+                [
+                    f"config={name}",
+                    *group,
+                    "config.DISTRIBUTED.NUM_PROC_PER_NODE=1",
+                    "config.CHECKPOINT.DIR=/tmp/vcf_unused",
+                ],
                 dump_config=False,
             )
             facts[f"{preset} {kind}"] = config_facts(cfg)

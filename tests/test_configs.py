@@ -36,6 +36,8 @@ def test_config_composes_and_builds(name, tmp_path):
     )
     assert cfg.VCF.CLUSTERFIT.NAME  # plugin defaults present
     assert cfg.MACHINE.DEVICE == ("gpu" if name.endswith("_gpu") else "cpu")
+    # cuDNN autotuning: gpu.yaml turns it on, the plugin's default leaves it off
+    assert cfg.VCF.TRAINING.CUDNN_BENCHMARK is name.endswith("_gpu"), name
     model = build_model(cfg.MODEL, cfg.OPTIMIZER).eval()
     jigsaw = "jigsaw" in name and "/pretrain/" in name
     x = torch.randn(

@@ -16,11 +16,17 @@ import yaml
 
 def _register_resolvers() -> None:
     """``${vcf_mul:a,b}`` = a * b in our YAML, so that DeeperCluster's head and loss
-    derive their 4 x m super-classes from ``VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS``."""
+    derive their 4 x m super-classes from ``VCF.DEEPCLUSTER.DEEPER.NUM_GROUPS``;
+    ``${vcf_linear_lr:...}``: a learning rate scaled by the global batch with the
+    warm-up kept on one node, which VISSL's auto_lr_scaling drops (optim.lr_scaling)."""
     from omegaconf import OmegaConf
+
+    from vissl_clusterfit.optim.lr_scaling import RESOLVER, resolve_linear_lr
 
     if not OmegaConf.has_resolver("vcf_mul"):
         OmegaConf.register_new_resolver("vcf_mul", lambda a, b: int(a) * int(b))
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, resolve_linear_lr)
 
 
 _register_resolvers()

@@ -65,8 +65,14 @@ def test_cpu_path_imports_and_composes_every_stage_config(tmp_path):
         "bfloat16",
     )
     assert {f["multiprocessing"] for f in facts.values()} == {"fork"}, facts
-    # the warm-up: the *_gpu N_pre starts low and reaches its peak after 5%
-    assert facts["fmnist npre"]["lr_at"] == {"0.0": 0.0005, "0.05": 0.4, "0.5": 0.21675}
+    # the warm-up: the *_gpu N_pre starts low and reaches its peak after 5%: 0.1 per
+    # 256 images x one process x 128
+    assert facts["fmnist npre"]["batch"] == 128 and facts["fmnist npre"]["procs"] == 1
+    assert facts["fmnist npre"]["lr_at"] == {
+        "0.0": 0.0005,
+        "0.05": 0.05,
+        "0.5": 0.02729,
+    }
 
 
 def _log(folder, name: str, lines: list, config: str = "") -> None:

@@ -1,5 +1,6 @@
 """vcf_precision_train_step (bf16 autocast, channels_last) through VISSL's real trainer
-on a CPU, with forked DataLoader workers, and the PhaseTimerHook's lines it logs."""
+on a CPU, with forked DataLoader workers, the PhaseTimerHook's lines it logs and the
+TrainingSettingsHook's cuDNN setting."""
 
 import glob
 import math
@@ -99,6 +100,7 @@ def test_bf16_channels_last_training_with_forked_workers(idx_dir, tmp_path):
             f"config.TRAINER.TRAIN_STEP_NAME={STEP_NAME}",
             "config.VCF.TRAINING.AUTOCAST=bfloat16",
             "config.VCF.TRAINING.CHANNELS_LAST=True",
+            "config.VCF.TRAINING.CUDNN_BENCHMARK=True",
             *data_overrides(idx_dir),
         ]
     )
@@ -106,6 +108,8 @@ def test_bf16_channels_last_training_with_forked_workers(idx_dir, tmp_path):
     text = open(os.path.join(out, "log.txt")).read()
     losses = [float(x) for x in re.findall(r"loss: ([^;]+);", text)]
     assert losses and all(math.isfinite(x) for x in losses), losses
+    # TrainingSettingsHook.on_start ran in the training process
+    assert "[vcf] torch.backends.cudnn.benchmark = True" in text
     phases = parse_lines(PHASE_LINE, text)
     assert [p["kind"] for p in phases][:1] == ["train"], phases
     assert phases[0]["steps"] == 4 and phases[0]["images"] == 3 * 16, phases

@@ -18,6 +18,10 @@ from vissl_clusterfit.hooks.clusterfit_hook import ClusterFitHook
 from vissl_clusterfit.hooks.deepcluster_hook import DeepClusterHook
 from vissl_clusterfit.hooks.phase_timer_hook import PhaseTimerHook
 from vissl_clusterfit.hooks.rng_state_hook import RngStateHook
+from vissl_clusterfit.hooks.training_settings_hook import (
+    TrainingSettings,
+    TrainingSettingsHook,
+)
 from vissl_clusterfit.optim.schedule_length import check_schedules
 from vissl_clusterfit.train_steps.precision_train_step import check_precision_config
 
@@ -27,8 +31,14 @@ def hook_generator(cfg) -> List[ClassyHook]:
     add_plugin_defaults(cfg)
     check_precision_config(cfg)
     check_schedules(cfg)  # a step schedule longer than the run: refused before any work
-    # first: its on_phase_end must run before VISSL's checkpoint hook writes
-    hooks = [RngStateHook(), *default_hook_generator(cfg)]
+    settings = TrainingSettings.from_config(cfg)  # a bad value: refused before any work
+    # RngStateHook before VISSL's: its on_phase_end must run before the checkpoint hook
+    # writes; TrainingSettingsHook first: its on_start precedes any extraction
+    hooks = [
+        TrainingSettingsHook(settings),
+        RngStateHook(),
+        *default_hook_generator(cfg),
+    ]
     if cfg.VCF.CLUSTERFIT.ENABLED:
         hooks.append(ClusterFitHook(cfg))
     if cfg.VCF.DEEPCLUSTER.ENABLED:
