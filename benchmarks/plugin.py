@@ -38,6 +38,7 @@ from vissl_clusterfit.cluster_step.extraction_trunks import pool_features
 from vissl_clusterfit.cluster_step.log_lines import (  # the run logs' timing lines
     EXTRACTION_LINE,
     PHASE_LINE,
+    PHASE_START_LINE,
     parse_lines,
 )
 from vissl_clusterfit.cluster_step.npre import build_npre_trunk
@@ -74,6 +75,7 @@ __all__ = [
     "ControlSettings",
     "EXTRACTION_LINE",
     "PHASE_LINE",
+    "PHASE_START_LINE",
     "PRECISION_STEP_NAME",
     "PRESETS",
     "FMNIST_PATH",
