@@ -17,7 +17,7 @@ once, in a rotated order; differences are paired by repeat.
     .venv/bin/python -m benchmarks.phase_startup_jpeg                 # ~6 min on 2 cores
     .venv/bin/python -m benchmarks.phase_startup_jpeg --repeats 1 --arms vissl,persistent
 
-Writes results/phase_startup_jpeg.{json,md}.
+Writes results/phase_startup_jpeg.{json,md} (``--name``: another name).
 """
 
 import argparse
@@ -93,11 +93,22 @@ def one_run(arm: str, folder: str, args: argparse.Namespace) -> Dict[str, Any]:
     return {"arm": arm, "wall_s": round(wall, 1), "phases": phases}
 
 
-def mean_start(run: Dict[str, Any], keep: Any = None) -> float:
-    """Mean phase start of a run's phases (those ``keep(phase)`` accepts)."""
-    return statistics.fmean(
-        p["start"] for p in run["phases"] if keep is None or keep(p)
+def mean_of(run: Dict[str, Any], key: str, keep: Any = None) -> float:
+    """Mean of ``key`` over a run's phases (those ``keep(phase)`` accepts)."""
+    return statistics.fmean(p[key] for p in run["phases"] if keep is None or keep(p))
+
+
+def paired(
+    runs: Dict[str, List[Dict[str, Any]]], arm: str, base: str, key: str, keep: Any
+) -> str:
+    """``arm`` minus ``base`` in ``key`` (mean over the phases ``keep`` accepts),
+    paired by repeat: the mean difference and its 95% interval."""
+    d = paired_difference(
+        [mean_of(r, key, keep) for r in runs[arm]],
+        [mean_of(r, key, keep) for r in runs[base]],
     )
+    ci = f" [{d.ci_low:+.2f}, {d.ci_high:+.2f}]" if d.ci_low is not None else ""
+    return f"{d.diff:+.2f}{ci}"
 
 
 def later(p: Dict[str, Any]) -> bool:
@@ -115,23 +126,31 @@ SUBSETS = {
 }
 
 
-def tables(runs: Dict[str, List[Dict[str, Any]]], base: str) -> List[Dict[str, Any]]:
+def tables(
+    runs: Dict[str, List[Dict[str, Any]]], base: str, batch: int
+) -> List[Dict[str, Any]]:
     arms = list(runs)
     rows = []
     for subset, keep in SUBSETS.items():
         for arm in arms:
-            means = [mean_start(r, keep) for r in runs[arm]]
-            mean, std = mean_std(means)
-            d = paired_difference(means, [mean_start(r, keep) for r in runs[base]])
-            ci = f" [{d.ci_low:+.2f}, {d.ci_high:+.2f}]" if d.ci_low is not None else ""
+            mean, std = mean_std([mean_of(r, "start", keep) for r in runs[arm]])
             rows.append(
                 {
                     "phases": subset,
                     "arm": arm,
-                    "runs": len(means),
+                    "runs": len(runs[arm]),
                     "phase start s (mean)": round(mean, 3),
                     "sd over runs": None if std != std else round(std, 3),
-                    f"minus {base}, s [95% CI]": f"{d.diff:+.2f}{ci}",
+                    f"minus {base}, s [95% CI]": paired(runs, arm, base, "start", keep),
+                    "advance s (mean)": round(
+                        statistics.fmean(
+                            mean_of(r, "advance", keep) for r in runs[arm]
+                        ),
+                        3,
+                    ),
+                    f"advance minus {base}, s [95% CI]": paired(
+                        runs, arm, base, "advance", keep
+                    ),
                 }
             )
     parts_rows = []
@@ -140,11 +159,12 @@ def tables(runs: Dict[str, List[Dict[str, Any]]], base: str) -> List[Dict[str, A
         row: Dict[str, Any] = {"arm": arm, "phases": len(phases)}
         for k in PARTS + ("advance", "first_batch", "start"):
             row[k] = round(statistics.fmean(p[k] for p in phases), 3)
+        row["first batch per image, ms"] = round(1000 * row["first_batch"] / batch, 1)
         row["run wall s"] = round(statistics.fmean(r["wall_s"] for r in runs[arm]), 1)
         parts_rows.append(row)
     return [
         {
-            "title": "Phase start (advance + first batch), s",
+            "title": "Phase start (advance + first batch) and advance, s",
             "columns": list(rows[0]),
             "rows": rows,
         },
@@ -167,6 +187,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--size", type=int, default=320, help="JPEG side, px")
+    p.add_argument("--name", default="phase_startup_jpeg", help="results/<name>.*")
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
@@ -195,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 flush=True,
             )
     base = "vissl" if "vissl" in arms else arms[0]
-    out_tables = tables(runs, base)
+    out_tables = tables(runs, base, args.batch)
     notes = [
         "phase start = advance + first batch (PhaseTimerHook): from the end of the "
         "previous phase's hooks until the phase's iterator hands over its first batch; "
@@ -216,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "machine: other jobs ran; absolute times are inflated)",
     ]
     paths = write_results(
-        "phase_startup_jpeg",
+        args.name,
         machine,
         out_tables,
         {"settings": vars(args), "runs": runs},
