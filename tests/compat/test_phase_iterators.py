@@ -98,7 +98,7 @@ def test_phase_start_stops_the_old_workers_without_a_collection(
     assert len(alive - before) == 2
     assert task.epochs == [0, 1]
     t = task.vcf_iterator_times
-    assert t.start <= t.released <= t.collected <= t.end and not t.persistent_workers
+    assert t.start <= t.released <= t.collected <= t.end and t.workers == "started"
     parts = t.parts(t.start - 0.5, t.end + 0.25)
     assert parts["before"] == pytest.approx(0.5) and parts["after"] == pytest.approx(
         0.25
@@ -207,3 +207,38 @@ def test_a_resume_with_persistent_workers_says_augmentations_differ(caplog, pers
     with caplog.at_level(logging.WARNING):
         RngStateHook().on_start(task)
     assert ("PERSISTENT_WORKERS=True" in caplog.text) == persistent, caplog.text
+
+
+@pytest.mark.slow
+def test_deepcluster_trains_with_persistent_workers(idx_dir, tmp_path):
+    """VISSL's trainer, forked persistent workers and DeepCluster's per-epoch labels
+    (installed after the phase's iterator exists, without the uniform sampler)."""
+    import os
+
+    from tests.conftest import run_tool
+    from vissl_clusterfit.cluster_step.log_lines import PHASE_START_LINE, parse_lines
+
+    out = str(tmp_path / "dc")
+    run_tool(
+        [
+            "config=vissl_clusterfit/deepcluster/deepcluster_fmnist_cpu",
+            f"config.CHECKPOINT.DIR={out}",
+            "config.VCF.DEEPCLUSTER.NUM_CLUSTERS=8",
+            "config.VCF.DEEPCLUSTER.RECLUSTER_EVERY=2",
+            "config.VCF.DEEPCLUSTER.UNIFORM_SAMPLING=False",
+            "config.DATA.TRAIN.DATA_LIMIT=96",
+            "config.DATA.TRAIN.BATCHSIZE_PER_REPLICA=16",
+            "config.OPTIMIZER.num_epochs=3",
+            "config.DATA.NUM_DATALOADER_WORKERS=2",
+            "config.MULTI_PROCESSING_METHOD=fork",
+            "config.VCF.DATA.PERSISTENT_WORKERS=True",
+            *data_overrides(idx_dir, train_labels=False),
+        ]
+    )
+    text = open(os.path.join(out, "log.txt")).read()
+    starts = parse_lines(PHASE_START_LINE, text)
+    # epoch 0 starts the workers; epoch 1 keeps those of the loader rebuilt with
+    # epoch 0's labels; epoch 2 keeps them too (its re-clustering rebuilds afterwards)
+    assert [s["workers"] for s in starts] == ["started", "kept", "kept"], starts
+    assert all(s["gc"] == 0 for s in starts), starts
+    assert text.count("head re-initialised") == 2

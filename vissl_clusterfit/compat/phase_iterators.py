@@ -64,7 +64,7 @@ class IteratorTimes:
     released: float
     collected: float
     end: float
-    persistent_workers: bool
+    workers: str  # kept (persistent, reused) | started (forked by iter()) | none
 
     def parts(self, last_end: float, phase_start: float) -> Dict[str, Any]:
         """The fields of ``PHASE_START_LINE`` for a phase whose advance ran from
@@ -75,7 +75,7 @@ class IteratorTimes:
             "release": self.released - self.start,
             "gc": self.collected - self.released,
             "create": self.end - self.collected,
-            "workers": "kept" if self.persistent_workers else "started",
+            "workers": self.workers,
             "after": phase_start - self.end,
         }
 
@@ -91,6 +91,18 @@ def workers_persist(loader: Any) -> bool:
     """Whether ``loader``'s worker processes outlive an epoch."""
     inner = torch_loader(loader)
     return bool(getattr(inner, "persistent_workers", False)) and inner.num_workers > 0
+
+
+def worker_start(loader: Any) -> str:
+    """What ``iter(loader)`` is about to do with workers: "kept" (persistent workers
+    from an earlier phase), "started" (forks them) or "none" (loads in-process)."""
+    inner = torch_loader(loader)
+    if not getattr(inner, "num_workers", 0):
+        return "none"
+    # torch keeps a persistent loader's iterator (and its workers) in ``_iterator``
+    if workers_persist(loader) and getattr(inner, "_iterator", None) is not None:
+        return "kept"
+    return "started"
 
 
 def build_dataloader(
@@ -179,9 +191,10 @@ def recreate_data_iterator(
         gc.collect()
     collected = time.perf_counter()
     loader = self.dataloaders[phase_type]
+    workers = worker_start(loader)
     self.data_iterator = iter(loader)
     self.vcf_iterator_times = IteratorTimes(
-        start, released, collected, time.perf_counter(), workers_persist(loader)
+        start, released, collected, time.perf_counter(), workers
     )
 
 
