@@ -17,7 +17,7 @@ the patch's body (``crash_safe_checkpoints``: ``tests/compat/test_crash_safe_che
 | ``loadable_resume``        | vissl/utils/checkpoint.py, distributed_launcher.py | AUTO_RESUME resumes from a checkpoint that does not load; a truncated final checkpoint counts as finished training |
 | ``launcher_error_logging`` | vissl/utils/distributed_launcher.py              | two "--- Logging error ---" tracebacks around every RuntimeError of a run |
 | ``apex_syncbn_fallback``   | vissl/models/model_helpers.py                    | ``SYNC_BN_TYPE: apex`` without apex: ``NameError: name 'apex' is not defined`` |
-| ``phase_iterators``        | vissl/trainer/train_task.py, vissl/data/__init__.py (``build_dataloader``) | a full ``gc.collect()`` at every phase start (0.6-0.8 s on 2 CPU cores); workers forked anew every phase (``config.VCF.DATA``) |
+| ``phase_iterators``        | vissl/trainer/train_task.py, vissl/data/__init__.py (``build_dataloader``) | a full ``gc.collect()`` at every phase start (0.5-0.7 s on 2 shared CPU cores); workers forked anew every phase (``config.VCF.DATA``) |
 
 ``phase_iterators`` lives in ``compat/phase_iterators.py`` (with the time stamps that
 ``PhaseTimerHook`` logs); the four before it and ``shutdown_process_group`` in

@@ -8,7 +8,7 @@ VISSL 0.1.6 starts every phase with ``SelfSupervisionTask.recreate_data_iterator
 dataloader processes are cleaned up"; but a torch iterator shuts its workers down
 itself when its epoch is exhausted, and on ``del`` otherwise (no reference cycle holds
 it: ``tests/compat/test_phase_iterators.py`` checks the workers are gone without a
-collection), so the full collection is pure cost: 0.6-0.8 s per phase on a shared
+collection), so the full collection is pure cost: 0.5-0.7 s per phase on a shared
 2-core CPU, every phase (benchmarks/phase_startup_jpeg.py).
 
 Config params (``config.VCF.DATA``, plugin.yaml): ``GC_EACH_PHASE`` (VISSL's collection,
