@@ -68,7 +68,12 @@ def precision_of(facts: Dict[str, Any]) -> str:
 def collect_pipeline(folder: str) -> Dict[str, Any]:
     """Per stage folder of a pipeline output: phase records, extraction records, the
     first logged losses, and the settings from its train_config.yaml."""
-    from benchmarks.plugin import EXTRACTION_LINE, PHASE_LINE, parse_lines
+    from benchmarks.plugin import (
+        EXTRACTION_LINE,
+        PHASE_LINE,
+        PHASE_START_LINE,
+        parse_lines,
+    )
 
     stages: Dict[str, Any] = {}
     if not os.path.isdir(folder):
@@ -82,6 +87,8 @@ def collect_pipeline(folder: str) -> Dict[str, Any]:
         loader = _LOADER_RE.search(text)
         stage = {
             "phases": parse_lines(PHASE_LINE, text),
+            # where each advance went (gc, worker fork + first batch, hooks)
+            "phase_starts": parse_lines(PHASE_START_LINE, text),
             "extraction": parse_lines(EXTRACTION_LINE, text),
             "extraction_workers": int(loader.group(1)) if loader else None,
             "first_losses": [

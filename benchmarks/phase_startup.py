@@ -24,29 +24,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from benchmarks.common import ROOT, machine_info, write_results
 from benchmarks.plugin import PHASE_LINE, parse_lines
 from benchmarks.report import mean_std, paired_difference
 
 
-def one_run(method: str, args: argparse.Namespace) -> Dict[str, Any]:
-    """One VISSL training run; its phases' start-up times."""
+def launch_logged(overrides: List[str]) -> Tuple[float, str]:
+    """One ``python -m vissl_clusterfit.launch`` run (one thread per process, so that
+    the workers, not the model, hold the cores) in a temporary CHECKPOINT.DIR: its
+    wall time and its log.txt."""
     with tempfile.TemporaryDirectory(prefix="vcf_phase_startup_") as out:
-        cmd = [
-            sys.executable,
-            "-m",
-            "vissl_clusterfit.launch",
-            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
-            f"config.CHECKPOINT.DIR={out}",
-            f"config.DATA.TRAIN.DATA_LIMIT={args.images}",
-            f"config.DATA.TRAIN.BATCHSIZE_PER_REPLICA={args.batch}",
-            f"config.OPTIMIZER.num_epochs={args.epochs}",
-            f"config.DATA.NUM_DATALOADER_WORKERS={args.workers}",
-            f"config.MULTI_PROCESSING_METHOD={method}",
-            "config.TEST_MODEL=False",  # the RotNet CPU config has no test transforms
-        ]
+        cmd = [sys.executable, "-m", "vissl_clusterfit.launch"] + overrides
+        cmd.append(f"config.CHECKPOINT.DIR={out}")
         env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -55,7 +46,23 @@ def one_run(method: str, args: argparse.Namespace) -> Dict[str, Any]:
         text = open(log).read() if os.path.isfile(log) else ""
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise RuntimeError(f"{method} run failed ({proc.returncode}):\n{tail}")
+        raise RuntimeError(f"{' '.join(overrides)} failed ({proc.returncode}):\n{tail}")
+    return wall, text
+
+
+def one_run(method: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """One VISSL training run; its phases' start-up times."""
+    wall, text = launch_logged(
+        [
+            "config=vissl_clusterfit/pretrain/rotnet_fmnist_cpu",
+            f"config.DATA.TRAIN.DATA_LIMIT={args.images}",
+            f"config.DATA.TRAIN.BATCHSIZE_PER_REPLICA={args.batch}",
+            f"config.OPTIMIZER.num_epochs={args.epochs}",
+            f"config.DATA.NUM_DATALOADER_WORKERS={args.workers}",
+            f"config.MULTI_PROCESSING_METHOD={method}",
+            "config.TEST_MODEL=False",  # the RotNet CPU config has no test transforms
+        ]
+    )
     phases = parse_lines(PHASE_LINE, text)
     starts = [p["advance"] + p["first_batch"] for p in phases]
     return {

@@ -67,6 +67,7 @@ from vissl_clusterfit.hooks.base import VcfHook  # every ClassyHook event a no-o
 from vissl_clusterfit.runtime.log_lines import (  # the run logs' timing lines
     EXTRACTION_LINE,
     PHASE_LINE,
+    PHASE_START_LINE,
     parse_lines,
 )
 from vissl_clusterfit.train_steps.precision_train_step import (
@@ -80,6 +81,7 @@ __all__ = [
     "ControlSettings",
     "EXTRACTION_LINE",
     "PHASE_LINE",
+    "PHASE_START_LINE",
     "PRECISION_STEP_NAME",
     "PRESETS",
     "FMNIST_PATH",

@@ -15,9 +15,28 @@ def _compose(*overrides):
     )[1]
 
 
-@pytest.mark.parametrize("name", [c for c in CONFIGS if c.endswith("fmnist_gpu")])
-def test_gpu_configs_fork_their_workers(name):
-    assert _compose(f"config={name}").MULTI_PROCESSING_METHOD == "fork"
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c.endswith("_gpu")])
+def test_gpu_configs_fork_their_workers_and_keep_them(name):
+    cfg = _compose(f"config={name}", *PRESET_GROUPS.get(name, ()))
+    assert cfg.MULTI_PROCESSING_METHOD == "fork"
+    assert cfg.VCF.DATA.PERSISTENT_WORKERS is True
+    assert cfg.VCF.DATA.GC_EACH_PHASE is False
+
+
+# the in1k N_cf configs sit on VISSL's own GPU configs: the pipeline's presets add
+# these groups (experiments/pipeline/settings.py)
+PRESET_GROUPS = {
+    c: ("+vissl_clusterfit_defaults=[plugin,fork_workers,one_gpu]",)
+    for c in CONFIGS
+    if c.startswith("vissl_clusterfit/clusterfit/ncf_") and "resnet50_in1k" in c
+}
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c.endswith("fmnist_cpu")])
+def test_cpu_configs_start_no_workers(name):
+    cfg = _compose(f"config={name}")
+    assert cfg.DATA.NUM_DATALOADER_WORKERS == 0  # so nothing to keep between phases
+    assert cfg.VCF.DATA.GC_EACH_PHASE is False
 
 
 # learning rate at base_lr_batch_size images, base_lr_batch_size: the linear rule's
@@ -105,6 +124,7 @@ def test_one_gpu_variant_of_vissl_resnet50_config():
     )
     assert cfg.DISTRIBUTED.NUM_PROC_PER_NODE == 1
     assert cfg.MULTI_PROCESSING_METHOD == "fork"
+    assert cfg.VCF.DATA.PERSISTENT_WORKERS is True
     assert cfg.TRAINER.TRAIN_STEP_NAME == "vcf_precision_train_step"
     assert (cfg.VCF.TRAINING.AUTOCAST, cfg.VCF.TRAINING.CHANNELS_LAST) == (
         "bfloat16",

@@ -17,7 +17,7 @@ import re
 import stat
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -101,6 +101,24 @@ def make_image_folder(root: str) -> str:
                 os.path.join(folder, f"{j}.png")
             )
     return root
+
+
+def deepcluster_folder_config(tmp_path: str, *overrides: str) -> Any:
+    """The ImageNet DeepCluster config on a ``make_image_folder`` train split (composed,
+    not run)."""
+    from vissl_clusterfit.config import compose_config
+
+    root = make_image_folder(os.path.join(str(tmp_path), "images"))
+    return compose_config(
+        [
+            "config=vissl_clusterfit/deepcluster/deepcluster_resnet50_in1k_gpu",
+            f"config.CHECKPOINT.DIR={tmp_path}",
+            f"config.DATA.TRAIN.DATA_PATHS=[{root}/train]",
+            f"config.DATA.TRAIN.LABEL_PATHS=[{root}/train]",
+            *overrides,
+        ],
+        dump_config=False,
+    )[1]
 
 
 def doc_block(name: str) -> str:

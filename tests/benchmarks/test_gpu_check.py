@@ -9,7 +9,11 @@ import pytest
 
 from benchmarks.gpu_check_report import collect_pipeline, summarize
 from tests.conftest import ROOT
-from vissl_clusterfit.runtime.log_lines import EXTRACTION_LINE, PHASE_LINE
+from vissl_clusterfit.runtime.log_lines import (
+    EXTRACTION_LINE,
+    PHASE_LINE,
+    PHASE_START_LINE,
+)
 
 
 def _run(tmp_path, sections: str) -> dict:
@@ -90,6 +94,16 @@ def test_summary_compares_each_stage_with_its_ceiling(tmp_path):
         [
             PHASE_LINE.format(phase=0, first_batch=0.5, rate=4000, **phase),
             PHASE_LINE.format(phase=1, first_batch=2.5, rate=4400, **phase),
+            PHASE_START_LINE.format(
+                phase=1,
+                advance=0.1,
+                before=0,
+                release=0,
+                gc=0,
+                create=0.09,
+                workers="kept",
+                after=0.01,
+            ),
         ],
         "config:\n  DATA: {TRAIN: {BATCHSIZE_PER_REPLICA: 256}}\n"
         "  VCF: {TRAINING: {AUTOCAST: bfloat16, CHANNELS_LAST: true}}\n",
@@ -105,6 +119,10 @@ def test_summary_compares_each_stage_with_its_ceiling(tmp_path):
         ],
     )
     stages = collect_pipeline(str(tmp_path))
+    starts = stages["npre_rotnet"]["phase_starts"]
+    assert [(p["phase"], p["create"], p["workers"]) for p in starts] == [
+        (1, 0.09, "kept")
+    ], starts
     results = {
         "sections": {
             "in1k": {"stages": stages},

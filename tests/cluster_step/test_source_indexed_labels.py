@@ -6,25 +6,17 @@ import types
 import numpy as np
 
 import vissl_clusterfit  # noqa: F401
-from tests.test_imagenet_folder import make_image_folder
+from tests.test_imagenet_folder import deepcluster_folder_config
 from vissl_clusterfit.cluster_step.training import install_labels
-from vissl_clusterfit.config import compose_config
 
 
 def test_labels_follow_vissl_subset_positions(tmp_path):
     from vissl.data import build_dataset
 
-    root = make_image_folder(str(tmp_path / "images"))
-    _, cfg = compose_config(
-        [
-            "config=vissl_clusterfit/deepcluster/deepcluster_resnet50_in1k_gpu",
-            f"config.CHECKPOINT.DIR={tmp_path}",
-            f"config.DATA.TRAIN.DATA_PATHS=[{root}/train]",
-            f"config.DATA.TRAIN.LABEL_PATHS=[{root}/train]",
-            "config.DATA.TRAIN.DATA_LIMIT=10",
-            "config.DATA.TRAIN.DATA_LIMIT_SAMPLING.SEED=3",
-        ],
-        dump_config=False,
+    cfg = deepcluster_folder_config(
+        tmp_path,
+        "config.DATA.TRAIN.DATA_LIMIT=10",
+        "config.DATA.TRAIN.DATA_LIMIT_SAMPLING.SEED=3",
     )
     dataset = build_dataset(cfg, "TRAIN")
     assert len(dataset) == 10 and len(dataset.data_objs[0]) == 24

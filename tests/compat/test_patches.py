@@ -31,18 +31,6 @@ def test_numpy_aliases_restore_vissl_svm_utils():
     assert 0.0 < ap <= 1.0, ap
 
 
-@pytest.fixture
-def gloo_group(tmp_path):
-    if dist.is_initialized():
-        yield
-        return
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1
-    )
-    yield
-    dist.destroy_process_group()
-
-
 def test_broadcast_object_is_patched_and_round_trips(gloo_group, monkeypatch):
     import classy_vision.generic.distributed_util as du
 

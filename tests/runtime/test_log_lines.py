@@ -6,7 +6,12 @@ import torch
 
 from vissl_clusterfit.cluster_step.extraction import extract_features
 from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
-from vissl_clusterfit.runtime.log_lines import EXTRACTION_LINE, PHASE_LINE, parse_lines
+from vissl_clusterfit.runtime.log_lines import (
+    EXTRACTION_LINE,
+    PHASE_LINE,
+    PHASE_START_LINE,
+    parse_lines,
+)
 
 
 def test_phase_line_round_trip():
@@ -15,6 +20,26 @@ def test_phase_line_round_trip():
     line = PHASE_LINE.format(**fields)
     assert parse_lines(PHASE_LINE, f"INFO x.py: {line}\nother\n") == [fields]
     assert parse_lines(PHASE_LINE, "nothing here") == []
+
+
+def test_phase_start_line_round_trip_and_apart_from_the_phase_line():
+    parts = ("advance", "before", "release", "gc", "create", "after")
+    fields = dict(zip(parts, (1.25, 0.01, 0.0, 0.71, 0.5, 0.03)), phase=2)
+    fields["workers"] = "kept"
+    line = PHASE_START_LINE.format(**fields)
+    phase = PHASE_LINE.format(
+        phase=2,
+        kind="train",
+        first_batch=0.3,
+        advance=1.25,
+        first_step=0.5,
+        steps=4,
+        images=48,
+        rate=100,
+    )
+    text = f"INFO x.py: {phase}\nINFO x.py: {line}\n"
+    assert parse_lines(PHASE_START_LINE, text) == [fields]
+    assert len(parse_lines(PHASE_LINE, text)) == 1
 
 
 class _Mean(SingleFeatureTrunk):

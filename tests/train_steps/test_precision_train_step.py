@@ -12,7 +12,7 @@ import torch
 from vissl.config import AttrDict
 
 from tests.conftest import data_overrides, run_tool
-from vissl_clusterfit.runtime.log_lines import PHASE_LINE, parse_lines
+from vissl_clusterfit.runtime.log_lines import PHASE_LINE, PHASE_START_LINE, parse_lines
 from vissl_clusterfit.train_steps import precision_train_step
 from vissl_clusterfit.train_steps.precision_train_step import (
     STEP_NAME,
@@ -115,3 +115,10 @@ def test_bf16_channels_last_training_with_forked_workers(idx_dir, tmp_path):
     assert phases[0]["steps"] == 4 and phases[0]["images"] == 3 * 16, phases
     # the first batch arrives before the first step (forward + backward) is done
     assert 0 <= phases[0]["first_batch"] <= phases[0]["first_step"], phases
+    # the advance split at the iterator's time stamps: the parts add up, no
+    # gc.collect (the plugin's default), the workers forked by this first phase
+    (start,) = parse_lines(PHASE_START_LINE, text)
+    parts = sum(start[k] for k in ("before", "release", "gc", "create", "after"))
+    assert abs(parts - start["advance"]) <= 0.03, start
+    assert start["advance"] == phases[0]["advance"], (start, phases)
+    assert start["gc"] == 0 and start["workers"] == "started", start

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from vissl_clusterfit.compat.phase_iterators import torch_loader, workers_persist
 from vissl_clusterfit.compat.vissl_subset import source_indexed
 from vissl_clusterfit.data.cluster_sampler import UniformClusterSampler
 from vissl_clusterfit.data.labelled_sampler import LabelledSampler
@@ -118,6 +119,11 @@ def install_labels(
         rebuild_train_loader(
             task, cfg, lambda ds, cfg, s: UniformClusterSampler(labels, seed=s)
         )
+    elif workers_persist(task.dataloaders["train"]):
+        # persistent workers hold the dataset as it was when they were forked: a new
+        # loader (same sampler) forks workers that see the new labels
+        sampler = torch_loader(task.dataloaders["train"]).sampler
+        rebuild_train_loader(task, cfg, lambda ds, cfg, s: sampler)
     sampler = getattr(task.dataloaders["train"], "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)

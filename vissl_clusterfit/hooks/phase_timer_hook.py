@@ -14,14 +14,20 @@ per phase on one H200). These lines make that dead time visible in every run's l
   backward pass, cuDNN's autotuning included).
 - rate: images per second from the end of the first step to the end of the last
   (the steady rate; VISSL's loss ``.item()`` per step synchronises the device).
+
+A second line (``PHASE_START_LINE``) splits the advance at the time stamps of VISSL's
+iterator re-creation (``compat/phase_iterators.py``): before it (phase 0: the model's
+log line), the old iterator's release, ``gc.collect``, the new iterator (worker fork;
+on a GPU also the first batch, which VISSL's async copy wrapper loads inside
+``iter()``), and after it (model mode, optimizer, the other hooks' ``on_phase_start``).
 """
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from vissl_clusterfit.hooks.base import VcfHook
-from vissl_clusterfit.runtime.log_lines import PHASE_LINE
+from vissl_clusterfit.runtime.log_lines import PHASE_LINE, PHASE_START_LINE
 
 
 class PhaseTimerHook(VcfHook):
@@ -38,6 +44,7 @@ class PhaseTimerHook(VcfHook):
         self._last_step = 0.0
         self._steps = 0
         self._images = 0
+        self._start_parts: Optional[Dict[str, Any]] = None
 
     def on_start(self, task: Any) -> None:
         self._last_end = time.perf_counter()
@@ -46,6 +53,12 @@ class PhaseTimerHook(VcfHook):
         self._phase_start = time.perf_counter()
         self._first_batch = self._first_step = None
         self._steps = self._images = 0
+        # stamps of this phase's iterator re-creation (none from an earlier phase)
+        times = getattr(task, "vcf_iterator_times", None)
+        task.vcf_iterator_times = None
+        self._start_parts = None
+        if times is not None and times.start >= self._last_end:
+            self._start_parts = times.parts(self._last_end, self._phase_start)
         # VISSL has no event between "batch read" and "forward": the phase's iterator
         # (just built by VISSL) is wrapped to note when its first batch arrives
         if hasattr(task, "data_iterator"):
@@ -81,6 +94,10 @@ class PhaseTimerHook(VcfHook):
                     images=self._images,
                     rate=self._images / span if span > 0 else 0.0,
                 )
+            )
+        if self._start_parts is not None:
+            logging.info(
+                PHASE_START_LINE.format(phase=task.phase_idx, **self._start_parts)
             )
         self._last_end = time.perf_counter()
 

@@ -6,13 +6,17 @@ so after a resume the data augmentation draws from a re-seeded generator. At the
 every training phase this hook gathers every rank's states (``cluster_step.rng``); it
 runs before VISSL's checkpoint hook (``hook_generator`` puts it first), so the states
 land in the checkpoint written at that phase end. VISSL does not hand hook states back
-on resume: ``on_start`` restores them from ``task.checkpoint`` itself.
+on resume: ``on_start`` restores them from ``task.checkpoint`` itself. Persistent
+DataLoader workers (``config.VCF.DATA.PERSISTENT_WORKERS``, the GPU configs) keep their
+own random streams across epochs, which no checkpoint holds: a resume then logs that
+its augmentations differ.
 """
 
 import logging
 from typing import Any, Dict
 
 from vissl_clusterfit.cluster_step.rng import gather_rng_states, restore_rng_states
+from vissl_clusterfit.compat.phase_iterators import workers_persist
 from vissl_clusterfit.hooks.base import VcfHook
 
 
@@ -37,6 +41,14 @@ class RngStateHook(VcfHook):
                 "[vcf] the checkpoint holds no random generator states (written "
                 "without vissl_clusterfit's hooks): data augmentation after this "
                 "resume differs from an uninterrupted run"
+            )
+        if checkpoint and workers_persist(
+            getattr(task, "dataloaders", {}).get("train")
+        ):
+            logging.warning(
+                "[vcf] config.VCF.DATA.PERSISTENT_WORKERS=True: the DataLoader workers "
+                "start new random streams at this resume, so data augmentation differs "
+                "from an uninterrupted run (set it False for exact resumes)"
             )
 
     def on_phase_end(self, task: Any) -> None:

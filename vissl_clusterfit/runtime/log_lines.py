@@ -12,6 +12,12 @@ PHASE_LINE = (
     "started (advance {advance:.2f} s), first step done at {first_step:.2f} s; "
     "{steps} steps, {images} images, {rate:.0f} img/s after the first step"
 )
+# hooks/phase_timer_hook.py with compat/phase_iterators.py: where a phase's advance went
+PHASE_START_LINE = (
+    "[vcf] phase {phase} start: advance {advance:.2f} s = {before:.2f} s before the "
+    "data iterator + {release:.2f} s old iterator + {gc:.2f} s gc.collect + "
+    "{create:.2f} s new iterator (workers {workers}) + {after:.2f} s after it"
+)
 # cluster_step/extraction.py: one per rank and extraction
 EXTRACTION_LINE = (
     "[vcf] rank {rank} extracted {n} x {dim} features in {total:.1f}s (first batch "
