@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.clustering.gloo import run_on_ranks
+from tests.clustering.gloo import (
+    assert_rank0_error_on_every_rank,
+    outcomes_on_ranks,
+    run_on_ranks,
+)
 from vissl_clusterfit.cluster_step import feature_store as fs, shard_extraction
 from vissl_clusterfit.cluster_step.extraction_trunks import SingleFeatureTrunk
 from vissl_clusterfit.clustering import bounded_kmeans
@@ -157,6 +161,29 @@ def test_one_and_two_processes_give_identical_shards_and_labels(
     for name, array in _shards(folder).items():
         np.testing.assert_array_equal(array, _shards(ref_folder)[name], err_msg=name)
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), ref_labels)
+
+
+def _rank0_cannot_write_the_manifest(rank: int, out_dir: str) -> None:
+    """Both ranks extract their shards; writing the manifest fails on rank 0 (a
+    fresh process: the stub stays in it)."""
+
+    def no_space(*args) -> None:
+        raise OSError(f"No space left on device: {fs.MANIFEST}")
+
+    fs.write_manifest = no_space
+    _extract(os.path.join(out_dir, "shards"))
+
+
+def test_a_manifest_error_on_rank_0_stops_every_rank_with_its_message(tmp_path):
+    """Rank 1 waits for rank 0's manifest; it must raise rank 0's error, not hang."""
+    got = outcomes_on_ranks(_rank0_cannot_write_the_manifest, str(tmp_path))
+    folder = tmp_path / "shards"
+    assert_rank0_error_on_every_rank(
+        got,
+        "OSError: No space left on device: manifest.json",
+        f"writing the manifest of the feature shards in {folder}",
+    )
+    assert len(_shards(str(folder))) == 4  # every shard was written before
 
 
 def test_precomputed_vissl_features_with_padding_duplicates(reference, tmp_path):

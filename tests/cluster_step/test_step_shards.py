@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from tests.cluster_step.test_step import cluster_dataset, ncf_cfg, save_untrained_npre
-from vissl_clusterfit.cluster_step import ClusterFitParams, npre as npre_loading
+from tests.clustering.gloo import assert_rank0_error_on_every_rank, outcomes_on_ranks
+from vissl_clusterfit.cluster_step import (
+    ClusterFitParams,
+    disk_route,
+    npre as npre_loading,
+)
 from vissl_clusterfit.data.cluster_labels import label_paths
 
 
@@ -153,3 +158,20 @@ def test_sample_list_is_checked_against_the_data_limit_subset(idx_dir, tmp_path)
     listed.write_text("\n".join(files) + "\n")  # the folder, DATA_LIMIT ignored
     with pytest.raises(ValueError, match="SAMPLE_LIST=.*12 entries for 8 images"):
         cluster_dataset(cfg("folder"))
+
+
+def _scratch_is_a_file(rank: int, out_dir: str) -> None:
+    disk_route.label_arrays(os.path.join(out_dir, "scratch"), 10)
+
+
+def test_label_arrays_error_on_rank_0_stops_every_rank_with_its_message(tmp_path):
+    """Only rank 0 creates the label arrays (here it cannot: the scratch folder is a
+    file); rank 1 waits for them and must raise rank 0's error, not hang."""
+    scratch = tmp_path / "scratch"
+    scratch.write_text("not a folder")
+    got = outcomes_on_ranks(_scratch_is_a_file, str(tmp_path))
+    assert_rank0_error_on_every_rank(
+        got,
+        f"FileExistsError: [Errno 17] File exists: '{scratch}'",
+        f"creating the label arrays in {scratch}",
+    )

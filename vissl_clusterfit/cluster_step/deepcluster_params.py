@@ -97,7 +97,7 @@ class DeepClusterParams:
             ),
         )
         check_data_paths(cfg, "TRAIN")
-        check_extraction_transforms(cfg, s, p.TRANSFORMS)
+        check_extraction_transforms(cfg, s, params.transforms)
         if params.deeper:
             check_deeper_setup(cfg, params.num_groups, params.num_sub)
         if params.distributed and params.algorithm != "kmeans":

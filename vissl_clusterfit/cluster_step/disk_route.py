@@ -25,7 +25,7 @@ from vissl_clusterfit.cluster_step import (
 )
 from vissl_clusterfit.cluster_step.params import ClusterFitParams
 from vissl_clusterfit.cluster_step.routes import ClusterResult
-from vissl_clusterfit.clustering.comm import barrier, rank_and_world
+from vissl_clusterfit.clustering.comm import run_on_rank0
 from vissl_clusterfit.data.cluster_labels import fingerprint
 from vissl_clusterfit.data.dataset_identity import sample_paths
 
@@ -105,15 +105,18 @@ def open_features(
     return feature_store.FeatureStore.open(folder), folder
 
 
-def label_arrays(folder: str, n: int, rank: int) -> Tuple[np.ndarray, np.ndarray]:
+def label_arrays(folder: str, n: int) -> Tuple[np.ndarray, np.ndarray]:
     """(labels, distances) memory-mapped in ``folder``, shared by every rank (rank 0
-    creates them; every rank of ``torch.distributed`` must call this)."""
+    creates them; every rank of ``torch.distributed`` must call this, and raises rank
+    0's error when it cannot create them)."""
     paths = [os.path.join(folder, f"assign_{k}.npy") for k in ("labels", "dist")]
-    if rank == 0:
+
+    def create() -> None:
         os.makedirs(folder, exist_ok=True)
         for path, dtype in zip(paths, (np.int64, np.float32)):
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n,)).flush()
-    barrier()
+
+    run_on_rank0(create, f"creating the label arrays in {folder}")
     return tuple(np.lib.format.open_memmap(p, mode="r+") for p in paths)
 
 
@@ -127,9 +130,8 @@ def cluster_from_disk(
     params: ClusterFitParams, store: feature_store.FeatureStore, scratch: str
 ) -> Tuple[Optional[ClusterResult], Dict[str, Any]]:
     """Bounded k-means over ``store`` on every rank: (result on rank 0, meta extras)."""
-    rank, _ = rank_and_world()
     t0 = time.time()
-    labels, distances = label_arrays(scratch, store.num_rows, rank)
+    labels, distances = label_arrays(scratch, store.num_rows)
     prep = {k: v for k, v in params.preprocessing().items() if k != "seed"}
     res = clustering.bounded_kmeans(
         store,

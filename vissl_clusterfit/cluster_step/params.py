@@ -99,7 +99,8 @@ class ClusterFitParams:
                 )
             )
         check_data_paths(cfg, "TRAIN")
-        check_extraction_transforms(cfg, s, c.TRANSFORMS)
+        transforms = check_transforms(s, c.TRANSFORMS)
+        check_extraction_transforms(cfg, s, transforms)
         if shards.active:
             shards.check_compatible(method["method"], backend, distill)
         if distill:
@@ -134,7 +135,7 @@ class ClusterFitParams:
             order=check_choice(s, "ORDER", c.ORDER, tuple(VALID_ORDERS)),
             pca_sample_size=check_int(s, "PCA_SAMPLE_SIZE", c.PCA_SAMPLE_SIZE, 0),
             kmeans_backend=backend,
-            transforms=check_transforms(s, c.TRANSFORMS),
+            transforms=transforms,
             batch_size=check_int(s, "BATCHSIZE", c.BATCHSIZE, 1),
             loader=ExtractionLoader.from_config(cfg, s),
             output_dir=clusterfit_output_dir(c.OUTPUT_DIR, cfg.CHECKPOINT.DIR),

@@ -19,7 +19,7 @@ from vissl_clusterfit.cluster_step.extraction_batches import (
 )
 from vissl_clusterfit.cluster_step.extraction_loader import ExtractionLoader
 from vissl_clusterfit.cluster_step.extraction_trunks import TrunkLayer, prepared_trunks
-from vissl_clusterfit.clustering.comm import barrier, rank_and_world
+from vissl_clusterfit.clustering.comm import barrier, rank_and_world, run_on_rank0
 from vissl_clusterfit.io import remove_stale_tmp_files
 
 
@@ -39,8 +39,9 @@ def extract_to_shards(
     """Features of every sample as shards under ``store_dir`` (see
     :mod:`.feature_store`): shard s = dataset rows [s R, (s + 1) R) on rank s mod W, in
     batches starting at s R, so shards are identical for any W. Finished shards are
-    skipped (a killed run resumes); rank 0 writes the manifest when all exist. Called
-    on every rank; returns ``store_dir``."""
+    skipped (a killed run resumes); rank 0 writes the manifest when all exist (when it
+    cannot, every rank raises its error). Called on every rank; returns ``store_dir``.
+    """
     settings = loader or ExtractionLoader()
     rank, world = rank_and_world()
     n = len(dataset)
@@ -79,10 +80,11 @@ def extract_to_shards(
                 dtype,
                 ExtractionProgress(rank, sum(map(len, batches)), log_every_s),
             )
-    barrier()
-    if rank == 0:
-        feature_store.write_manifest(store_dir, n, rows_per_shard, dtype)
-    barrier()
+    barrier()  # every shard exists
+    run_on_rank0(
+        lambda: feature_store.write_manifest(store_dir, n, rows_per_shard, dtype),
+        f"writing the manifest of the feature shards in {store_dir}",
+    )
     return store_dir
 
 
