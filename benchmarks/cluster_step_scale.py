@@ -296,7 +296,7 @@ def _cluster(rank: int, world: int, args: argparse.Namespace, port: int) -> None
         )
     out = _run_dir(args, world)
     store = plugin.feature_store.FeatureStore.open(args.shards)
-    labels, distances = plugin.disk_route.label_arrays(out, args.n, rank)
+    labels, distances = plugin.disk_route.label_arrays(out, args.n)
     report: Dict[str, Any] = {"rank": rank, "threads": threads, "status": "running"}
     if torch.cuda.is_available() and args.device != "cpu":
         report["gpu"] = torch.cuda.get_device_name()
