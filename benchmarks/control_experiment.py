@@ -30,6 +30,13 @@ same preset that this run does not train (its raw records, N_pre fits and cluste
 is chosen again), when every setting but the seeds and the folder is the same, and
 writes the joint report: seeds run in different sessions, one report.
 
+Each (seed, rate) cell runs as its own invocation of the control experiment, and its
+raw records are then kept as ``results/control_experiment_finished/<work dir
+name>/s<seed>_p<rate>.json``, to be committed: the work dir is git-ignored and a fresh
+checkout starts without it, while the ``full`` preset needs hours per cell, so a
+finished cell must survive in the repository. A cell found there is not run again (its
+settings must equal this run's); the report joins every cell of the run.
+
 Other arguments (``control.<key>=<value>``, ``config.<KEY>=<value>``) go to the mode.
 """
 
@@ -108,6 +115,107 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 SEED_LISTS = ("records", "npre_fit", "clusters")  # per-seed items of a report
+NOT_CELL_SETTINGS = ("seeds", "rates", "output_dir")  # what may differ between cells
+
+
+def finished_path(out: str, seed: int, rate: int) -> str:
+    """The committed records of one finished cell (module docstring: why)."""
+    name = os.path.basename(os.path.normpath(out))
+    folder = os.path.join(common.RESULTS_DIR, "control_experiment_finished", name)
+    return os.path.join(folder, f"s{seed}_p{rate}.json")
+
+
+def cell_settings(settings: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in NOT_CELL_SETTINGS}
+
+
+def load_cell(path: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """A finished cell's file, checked: ValueError naming the file and the setting when
+    it was trained with other settings than ``settings``."""
+    with open(path) as f:
+        cell = json.load(f)
+    now = cell_settings(settings)
+    for key, value in now.items():
+        if cell["settings"].get(key) != value:
+            raise ValueError(
+                f"{path}: a finished cell with control.{key}="
+                f"{cell['settings'].get(key)!r}, but this run has {value!r}: give this "
+                "run another --output (the folder names the finished cells), or move "
+                "the file away to retrain the cell"
+            )
+    return cell
+
+
+def cell_of(report: Dict[str, Any], seed: int, rate: int, commit: str) -> Dict:
+    """What a cell's report keeps: its raw records (no K-chosen ``N_cf`` rows), N_pre
+    fits, clusters and stage times, with the settings and the commit."""
+
+    def mine(x: Dict[str, Any]) -> bool:
+        return x["seed"] == seed and x["p"] == rate
+
+    def my_stage(key: str) -> bool:
+        """Keys: ``[probe:]<variant>/p<rate>/s<seed>/<stage>``, ``probe:random/s<seed>``."""
+        return f"/p{rate}/s{seed}/" in key or key.endswith(f"random/s{seed}")
+
+    times = report["stage_time_s"]
+    cell: Dict[str, Any] = {
+        "seed": seed,
+        "rate": rate,
+        "commit": commit,
+        "settings": cell_settings(report["settings"]),
+        "stage_time_s": {k: v for k, v in times.items() if my_stage(k)},
+    }
+    for key in SEED_LISTS:
+        raw = [x for x in report.get(key, []) if x.get("model") != "N_cf"]
+        cell[key] = [x for x in raw if mine(x)]
+    return cell
+
+
+def run_cells(argv: List[str], commit: str) -> Dict[str, Any]:
+    """The control experiment of ``argv``, one (seed, rate) cell at a time, each cell
+    kept under ``finished_path`` and skipped when found there; the joint report."""
+    import dataclasses
+    import time
+
+    from benchmarks.plugin import (
+        ControlSettings,
+        control_main,
+        control_report,
+        ints,
+        split_argv,
+    )
+
+    t0 = time.time()
+    ours, passthrough = split_argv(argv, "control")
+    settings = ControlSettings.from_args(ours)
+    joint: Dict[str, Any] = {key: [] for key in SEED_LISTS}
+    times: Dict[str, Any] = {}
+    run_now: List[str] = []
+    for seed in ints(settings.seeds):
+        for rate in ints(settings.rates):
+            path = finished_path(settings.output_dir, seed, rate)
+            if os.path.isfile(path):
+                cell = load_cell(path, dataclasses.asdict(settings))
+                print(f"[control] seed {seed}, p={rate}%: finished before ({path})")
+            else:
+                one = [f"control.seeds={seed}", f"control.rates={rate}"]
+                report = control_main([*ours, *one, *passthrough])
+                run_now += report["stages_run_now"]
+                cell = cell_of(report, seed, rate, commit)
+                common.write_json(path, cell)
+            for key in SEED_LISTS:
+                joint[key] += cell[key]
+            times.update(cell["stage_time_s"])
+    joint.update(
+        settings=dataclasses.asdict(settings),
+        num_proc=settings.num_proc,
+        passthrough=passthrough,
+        stage_time_s=times,
+        stages_run_now=run_now,
+        total_time_s=round(time.time() - t0, 1),
+    )
+    os.makedirs(settings.output_dir, exist_ok=True)  # a fresh checkout: cells only
+    return control_report.write_report(settings.output_dir, joint)
 
 
 def with_reused_seeds(
@@ -153,13 +261,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             est = throughput_estimate(json.load(f), args.preset, args.img_per_s)
         print(json.dumps(est, indent=1))
         return est
-    from benchmarks.plugin import control_main
-
     name = args.name or f"control_experiment_{args.preset}"
     out = args.output or os.path.join(common.WORK_DIR, name)
     machine = common.machine_info()
-    report = control_main(
-        [f"control.preset={args.preset}", f"control.output_dir={out}", *rest]
+    report = run_cells(
+        [f"control.preset={args.preset}", f"control.output_dir={out}", *rest],
+        machine.get("git_commit", "unknown"),
     )
     if args.reuse_seeds_from:
         report = with_reused_seeds(report, args.reuse_seeds_from, out)

@@ -47,6 +47,7 @@ from vissl_clusterfit.data import dataset_identity  # the label sets' sample lis
 from vissl_clusterfit.data.cluster_labels import label_paths, write_label_files
 from vissl_clusterfit.data.fashion_mnist import DEFAULT_PATH as FMNIST_PATH
 from vissl_clusterfit.experiments.checkpoints import save_untrained_trunk
+from vissl_clusterfit.experiments.cli import split_argv  # control.* vs config.*
 from vissl_clusterfit.experiments.control import (  # paired CIs, K chosen on validation
     report as control_report,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "run_cluster_step",
     "save_untrained_trunk",
     "shutdown_process_group",
+    "split_argv",
     "step_features",
     "step_labels",
     "write_label_files",
