@@ -35,7 +35,10 @@ raw records are then kept as ``results/control_experiment_finished/<work dir
 name>/s<seed>_p<rate>.json``, to be committed: the work dir is git-ignored and a fresh
 checkout starts without it, while the ``full`` preset needs hours per cell, so a
 finished cell must survive in the repository. A cell found there is not run again (its
-settings must equal this run's); the report joins every cell of the run.
+settings must equal this run's); the report joins every cell of the run. Within a
+cell, finished stages (a ``full`` stage takes 1-1.7 h) are copied every 5 minutes to
+``.../<work dir name>/stages/`` (``benchmarks.stage_archive``), restored into the work
+dir when a run starts, and deleted once their cell file is written.
 
 Other arguments (``control.<key>=<value>``, ``config.<KEY>=<value>``) go to the mode.
 """
@@ -45,9 +48,10 @@ import json
 import os
 import shutil
 import statistics
+import threading
 from typing import Any, Dict, List, Optional
 
-from benchmarks import common
+from benchmarks import common, stage_archive
 from benchmarks.wall_time import DIGITS_TEST, DIGITS_TRAIN, FMNIST_TEST, limited
 
 
@@ -171,6 +175,46 @@ def cell_of(report: Dict[str, Any], seed: int, rate: int, commit: str) -> Dict:
     return cell
 
 
+class StageKeeper:
+    """While a cell runs, its finished stages are copied to the stage archive every
+    ``every_s`` seconds and once at the end (``benchmarks.stage_archive``: a session
+    ends before a ``full`` cell does)."""
+
+    def __init__(self, work_dir: str, every_s: float = 300.0) -> None:
+        self.work_dir, self.every_s = work_dir, every_s
+        self.stop = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    def superseded(self, stage: str) -> bool:
+        """A stage (``<variant>/p<rate>/s<seed>/<name>``) of a cell kept as finished."""
+        parts = stage.split(os.sep)
+        if len(parts) != 4 or parts[1][:1] != "p" or parts[2][:1] != "s":
+            return False
+        seed, rate = int(parts[2][1:]), int(parts[1][1:])
+        return os.path.isfile(finished_path(self.work_dir, seed, rate))
+
+    def archive(self) -> None:
+        where = stage_archive.archive_dir(self.work_dir)
+        for stage in stage_archive.archive(self.work_dir, skip=self.superseded):
+            print(f"[control] {stage}: kept in {where}", flush=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every_s):
+            self.archive()
+
+    def __enter__(self) -> "StageKeeper":
+        self.stop.clear()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        self.archive()  # after a failure too: the stages that did finish are kept
+
+
 def run_cells(argv: List[str], commit: str) -> Dict[str, Any]:
     """The control experiment of ``argv``, one (seed, rate) cell at a time, each cell
     kept under ``finished_path`` and skipped when found there; the joint report."""
@@ -182,12 +226,17 @@ def run_cells(argv: List[str], commit: str) -> Dict[str, Any]:
         control_main,
         control_report,
         ints,
+        names,
         split_argv,
     )
 
     t0 = time.time()
     ours, passthrough = split_argv(argv, "control")
     settings = ControlSettings.from_args(ours)
+    out = settings.output_dir
+    for stage in stage_archive.restore(out):
+        print(f"[control] {stage}: finished in an earlier session (restored)")
+    keeper = StageKeeper(out)
     joint: Dict[str, Any] = {key: [] for key in SEED_LISTS}
     times: Dict[str, Any] = {}
     run_now: List[str] = []
@@ -199,10 +248,14 @@ def run_cells(argv: List[str], commit: str) -> Dict[str, Any]:
                 print(f"[control] seed {seed}, p={rate}%: finished before ({path})")
             else:
                 one = [f"control.seeds={seed}", f"control.rates={rate}"]
-                report = control_main([*ours, *one, *passthrough])
+                with keeper:
+                    report = control_main([*ours, *one, *passthrough])
                 run_now += report["stages_run_now"]
                 cell = cell_of(report, seed, rate, commit)
                 common.write_json(path, cell)
+                # the cell file supersedes its stages (git history keeps them)
+                for variant in names(settings.variants):
+                    stage_archive.drop(out, f"{variant}/p{rate}/s{seed}")
             for key in SEED_LISTS:
                 joint[key] += cell[key]
             times.update(cell["stage_time_s"])

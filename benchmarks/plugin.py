@@ -65,6 +65,7 @@ from vissl_clusterfit.experiments.stats import (  # seed comparisons
 )
 from vissl_clusterfit.hooks import hook_generator  # train_loop: the stages' hooks
 from vissl_clusterfit.hooks.base import VcfHook  # every ClassyHook event a no-op
+from vissl_clusterfit.io import atomic_write  # stage_archive's copies
 from vissl_clusterfit.runtime.log_lines import (  # the run logs' timing lines
     EXTRACTION_LINE,
     PHASE_LINE,
@@ -90,6 +91,7 @@ __all__ = [
     "Pipeline",
     "PipelineSettings",
     "accuracy_table",
+    "atomic_write",
     "build_npre_trunk",
     "cached_probe",
     "clustering",

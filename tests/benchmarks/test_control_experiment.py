@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import shutil
 
 import pytest
 
@@ -180,3 +182,37 @@ def test_a_finished_cell_of_other_settings_is_refused(cells):
     path.write_text(json.dumps(cell))
     with pytest.raises(ValueError, match=r"s1_p50.json: .*control.data_limit=640"):
         run(FakeControl())
+
+
+class StageWritingControl(FakeControl):
+    """FakeControl whose cell first leaves a finished N_pre stage in the work dir (and
+    records whether that stage was there before it started)."""
+
+    def __init__(self, work, fail_on=None):
+        super().__init__(fail_on)
+        self.work, self.found = work, []
+
+    def __call__(self, argv):
+        last = {a.split("=")[0]: a.split("=")[1] for a in argv}
+        stage = self.work / f"coarse/p{last['control.rates']}/s{last['control.seeds']}"
+        ckpt = stage / "npre" / "model_final_checkpoint_phase39.torch"
+        self.found.append(ckpt.exists())
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(b"weights")
+        return super().__call__(argv)
+
+
+def test_a_killed_cells_finished_stages_survive_a_fresh_checkout(cells, tmp_path):
+    run, finished = cells
+    work = tmp_path / "work" / "full_run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run(StageWritingControl(work, fail_on=(2, 0)))
+    kept = finished / "stages" / "coarse"
+    # finished cells' stages are not kept (their cell files are); the killed cell's are
+    assert sorted(p.name for p in kept.iterdir()) == ["p0"]
+    assert os.listdir(kept / "p0") == ["s2"]
+    shutil.rmtree(work)  # a fresh checkout: the work dir is git-ignored
+    fake = StageWritingControl(work)
+    run(fake)
+    assert fake.calls == [(2, 0), (2, 50)] and fake.found == [True, False]
+    assert not (kept / "p0" / "s2").exists()  # the finished cell supersedes them
