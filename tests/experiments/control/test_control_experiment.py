@@ -358,6 +358,29 @@ def test_output_dir_of_other_training_settings_is_refused(tmp_path):
         )
 
 
+def test_a_second_run_in_the_folder_leaves_its_settings_file_alone(tmp_path):
+    """Control experiments of two rates start in one folder at once: the second must
+    not rewrite (truncate) the settings file the first may be reading."""
+    from vissl_clusterfit.experiments.control.driver import ControlExperiment
+
+    out = tmp_path / "run"
+    ControlExperiment(
+        ControlSettings(preset="tiny", output_dir=str(out), rates="0"), []
+    )
+    path = out / "training_settings.json"
+    before = os.stat(path)
+    ControlExperiment(
+        ControlSettings(preset="tiny", output_dir=str(out), rates="50"), []
+    )
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (
+        json.loads(path.read_text())["data_limit"]
+        == ControlSettings(preset="tiny").data_limit
+    )
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
 def test_runs_of_other_rates_sharing_the_folder_keep_each_others_stage_times(tmp_path):
     """Two control experiments (control.rates=0 and =50) in one folder at once: each
     stage time written by one stays when the other writes its own."""

@@ -72,9 +72,11 @@ class ControlExperiment:
                 f"{self.out} holds models trained with other settings "
                 f"({'; '.join(diff)}): use another control.output_dir"
             )
-        os.makedirs(self.out, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(now, f, indent=1)
+        if old is not now:
+            return  # the same settings: not rewritten, so no reader sees a partial file
+        # atomically: the control experiments of other rates may start beside this one
+        text = json.dumps(now, indent=1).encode()
+        atomic_write(path, lambda f: f.write(text))
 
     def _timed(self, name: str, fn: Callable[[], Tuple[Any, bool]]) -> Any:
         """``fn() -> (result, ran now?)``; keeps the wall and CPU seconds of a run."""
