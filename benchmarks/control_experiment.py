@@ -36,7 +36,7 @@ name>/s<seed>_p<rate>.json``, to be committed: the work dir is git-ignored and a
 checkout starts without it, while the ``full`` preset needs hours per cell, so a
 finished cell must survive in the repository. A cell found there is not run again (its
 settings must equal this run's); the report joins every cell of the run. Within a
-cell, finished stages (a ``full`` stage takes 1-1.7 h) are copied every 5 minutes to
+cell, finished stages (a ``full`` stage takes about an hour) are copied every 5 minutes to
 ``.../<work dir name>/stages/`` (``benchmarks.stage_archive``), restored into the work
 dir when a run starts, and deleted once their cell file is written.
 

@@ -2,7 +2,7 @@
 work outlasts a working session goes on in a fresh checkout.
 
 The control experiment's ``full`` preset needs about 5 h of 2 CPU cores per (seed, rate)
-cell, in stages of 1-1.7 h each (N_pre, then N_cf at each K), while a session lasts 3 h
+cell, in stages of about an hour each (N_pre, then N_cf at each K), while a session lasts 3 h
 and a fresh checkout starts without the git-ignored work dir. Finished cells are kept
 by ``control_experiment.finished_path``; this module keeps the finished *stages* of
 cells still running: ``archive`` copies each stage folder of a work dir that holds its
