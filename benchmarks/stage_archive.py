@@ -96,14 +96,7 @@ def _merge_times(src: str, dst: str) -> None:
     for path in (dst, src):
         if os.path.isfile(path):
             merged.update(_read(path))
-    _write_json(dst, merged)
-
-
-def _write_json(path: str, payload: Dict) -> None:
-    from benchmarks.plugin import atomic_write
-
-    text = json.dumps(payload, indent=1, sort_keys=True).encode()
-    atomic_write(path, lambda f: f.write(text))
+    common.write_json(dst, merged)
 
 
 def finished_stages(work_dir: str) -> List[str]:
@@ -150,7 +143,7 @@ def archive(
             "sha256": _sha256(ckpt),
             "files": names,
         }
-        _write_json(index_path, index)
+        common.write_json(index_path, index)
         written.append(stage)
     _merge_times(os.path.join(work_dir, TIMES), os.path.join(dest, TIMES))
     if written and os.path.isfile(os.path.join(work_dir, SETTINGS)):
